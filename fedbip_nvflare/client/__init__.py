@@ -1,0 +1,7 @@
+"""Client side of FedBip: local LoRA fine-tuning library and the NVFlare executor."""
+
+from fedbip_nvflare.client.settings import TrainSettings
+from fedbip_nvflare.client.site import SiteSession, load_task_data
+from fedbip_nvflare.client.trainer import TextSiteTrainer
+
+__all__ = ["SiteSession", "TextSiteTrainer", "TrainSettings", "load_task_data"]

@@ -1,0 +1,125 @@
+"""FedBipExecutor: NVFlare in-process executor that serves FedBip's train and validate tasks."""
+
+import os
+from typing import Any, Dict, Optional, Sequence
+
+from nvflare.apis.event_type import EventType
+from nvflare.apis.executor import Executor
+from nvflare.apis.fl_constant import FLMetaKey, ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import Shareable, make_reply
+from nvflare.apis.signal import Signal
+from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+from nvflare.app_common.utils.fl_model_utils import FLModelUtils
+
+from fedbip_nvflare.client.settings import TrainSettings
+from fedbip_nvflare.client.site import SiteSession
+from fedbip_nvflare.constants import FedBipKeys as K
+from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS, LoraSettings
+
+
+class FedBipExecutor(Executor):
+    """Fine-tunes the site's LoRA adapter and private head for FedBip tasks, in the client process.
+
+    The model is loaded once (on the first task) and kept for the whole run; the private head is
+    saved to ``<run dir>/fedbip/head.safetensors`` after every round and never leaves the site.
+
+    Args:
+        model: HF model id or local folder (the same on every site and on the server).
+        data: The site's data configuration (see ``fedbip_nvflare.client.site.load_task_data``).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA alpha.
+        lora_dropout: LoRA dropout.
+        target_modules: Modules LoRA adapts.
+        local_epochs: Local epochs per round.
+        batch_size: Training batch size.
+        learning_rate: LoRA learning rate.
+        head_learning_rate: Head learning rate.
+        weight_decay: AdamW weight decay.
+        max_length: Token truncation length.
+        num_threads: torch CPU threads (None: torch default).
+        seed: Seed (head init, shuffling); LoRA init comes from the server's θ̄⁰.
+        train_task_name: Name of the train task.
+        validate_task_name: Name of the validate task.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        data: Optional[Dict[str, Any]] = None,
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        target_modules: Sequence[str] = DEFAULT_TEXT_TARGETS,
+        local_epochs: int = 1,
+        batch_size: int = 16,
+        learning_rate: float = 1e-3,
+        head_learning_rate: float = 5e-3,
+        weight_decay: float = 0.0,
+        max_length: int = 128,
+        num_threads: Optional[int] = None,
+        seed: int = 0,
+        train_task_name: str = K.TRAIN_TASK,
+        validate_task_name: str = K.VALIDATE_TASK,
+    ):
+        super().__init__()
+        self.model = model
+        self.data = data if data is not None else {"suite": "text-tasks"}
+        self.lora_r = lora_r
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.target_modules = list(target_modules)
+        self.local_epochs = local_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.head_learning_rate = head_learning_rate
+        self.weight_decay = weight_decay
+        self.max_length = max_length
+        self.num_threads = num_threads
+        self.seed = seed
+        self.train_task_name = train_task_name
+        self.validate_task_name = validate_task_name
+        if not isinstance(self.data, dict):
+            raise ValueError(f"data must be a dict data configuration, got {type(self.data).__name__}")
+        self._lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
+        self._settings = TrainSettings(
+            local_epochs=local_epochs, batch_size=batch_size, learning_rate=learning_rate,
+            head_learning_rate=head_learning_rate, weight_decay=weight_decay, max_length=max_length,
+            num_threads=num_threads, seed=seed,
+        )
+        self._session: Optional[SiteSession] = None
+        self._state_dir: Optional[str] = None
+
+    def handle_event(self, event_type: str, fl_ctx: FLContext):
+        if event_type == EventType.START_RUN:
+            run_dir = fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
+            self._state_dir = os.path.join(run_dir, K.STATE_DIR)
+
+    def _get_session(self, fl_ctx: FLContext) -> SiteSession:
+        if self._session is None:
+            site = fl_ctx.get_identity_name()
+            self.log_info(fl_ctx, f"loading model {self.model} and data {self.data} for {site}")
+            self._session = SiteSession(site, self._state_dir, self.model, self.data, self._lora, self._settings)
+        return self._session
+
+    def execute(self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
+        if task_name not in (self.train_task_name, self.validate_task_name):
+            self.log_error(fl_ctx, f"unknown task {task_name!r}")
+            return make_reply(ReturnCode.TASK_UNKNOWN)
+        try:
+            received = FLModelUtils.from_shareable(shareable)
+            session = self._get_session(fl_ctx)
+            if abort_signal.triggered:
+                return make_reply(ReturnCode.TASK_ABORTED)
+            if task_name == self.train_task_name:
+                params, metrics, meta = session.train(received.params, int(received.current_round or 0))
+                meta[FLMetaKey.NUM_STEPS_CURRENT_ROUND] = int(metrics[K.N_EXAMPLES])
+                result = FLModel(params=params, params_type=ParamsType.FULL, metrics=metrics, meta=meta)
+            else:
+                metrics, meta = session.validate(received.params)
+                result = FLModel(metrics=metrics, meta=meta)
+            result.current_round = received.current_round
+            return FLModelUtils.to_shareable(result)
+        except Exception as e:
+            self.log_exception(fl_ctx, f"{task_name} failed: {e}")
+            return make_reply(ReturnCode.EXECUTION_EXCEPTION)

@@ -1,0 +1,49 @@
+"""Local fine-tuning settings shared by the executor, the Client API script and the recipe."""
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional
+
+
+@dataclass
+class TrainSettings:
+    """How a site fine-tunes in one round.
+
+    Attributes:
+        local_epochs: Epochs over the site's training split per round (E).
+        batch_size: Training batch size.
+        learning_rate: AdamW learning rate of the LoRA tensors.
+        head_learning_rate: AdamW learning rate of the client-private head.
+        weight_decay: AdamW weight decay.
+        max_length: Token truncation length.
+        eval_batch_size: Batch size for evaluation.
+        num_threads: torch CPU threads for this site (None: torch's default).
+        seed: Seed for shuffling and head initialisation.
+    """
+
+    local_epochs: int = 1
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    head_learning_rate: float = 5e-3
+    weight_decay: float = 0.0
+    max_length: int = 128
+    eval_batch_size: int = 64
+    num_threads: Optional[int] = None
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("local_epochs", "batch_size", "max_length", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("learning_rate", "head_learning_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads <= 0):
+            raise ValueError(f"num_threads must be a positive int or None, got {self.num_threads!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain dict of the settings."""
+        return asdict(self)

@@ -1,0 +1,132 @@
+"""One site's side of FedBip, independent of how NVFlare delivers tasks (Executor or Client API)."""
+
+import logging
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+
+from fedbip_nvflare.client.settings import TrainSettings
+from fedbip_nvflare.client.trainer import HEAD_FILE, TextSiteTrainer
+from fedbip_nvflare.constants import FedBipKeys as K
+from fedbip_nvflare.data import TextTaskData, load_site_data, load_suite_site
+from fedbip_nvflare.models import LoraSettings
+
+logger = logging.getLogger(__name__)
+
+
+def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
+    """Loads a site's data from its data configuration.
+
+    Args:
+        data: Either ``{"suite": "text-tasks", "n_train": 300, "n_test": 200, "seed": 0}`` (a built-in
+            offline suite; the site's name picks its task) or ``{"train_path": ..., "test_path": ...,
+            "task": ..., "max_train": ..., "max_test": ..., "seed": ...}`` (the site's own CSV/JSONL files
+            with ``text`` and ``label`` columns).
+        site_name: This site's name.
+
+    Returns:
+        The site's task data.
+
+    Raises:
+        ValueError: Neither or both of ``suite`` and ``train_path`` are given, or unknown keys.
+    """
+    data = dict(data or {})
+    suite_keys = {"suite", "n_train", "n_test", "seed", "data_dir"}
+    file_keys = {"train_path", "test_path", "task", "max_train", "max_test", "seed", "test_fraction"}
+    if ("suite" in data) == ("train_path" in data):
+        raise ValueError(
+            f"site {site_name}: data config needs exactly one of 'suite' (built-in offline suite) or 'train_path' "
+            f"(the site's own CSV/JSONL file), got keys {sorted(data)}"
+        )
+    allowed = suite_keys if "suite" in data else file_keys
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"site {site_name}: unknown data config keys {unknown}; allowed: {sorted(allowed)}")
+    if "suite" in data:
+        return load_suite_site(
+            data["suite"], site_name, n_train=int(data.get("n_train", 300)), n_test=int(data.get("n_test", 200)),
+            seed=int(data.get("seed", 0)), data_dir=data.get("data_dir"),
+        )
+    return load_site_data(
+        data["train_path"], data.get("test_path"), task=data.get("task"),
+        test_fraction=float(data.get("test_fraction", 0.2)), seed=int(data.get("seed", 0)),
+        max_train=data.get("max_train"), max_test=data.get("max_test"),
+    )
+
+
+def to_numpy(params: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """fp32 numpy copies of tensors (NVFlare's default exchange format)."""
+    return {n: t.detach().float().cpu().numpy() for n, t in params.items()}
+
+
+class SiteSession:
+    """A site across rounds: the trainer (model loaded once), its private head and its output folder.
+
+    Args:
+        site_name: This site's name.
+        state_dir: Folder for the site's private state (head) and final personalized adapter.
+        model: HF model id or local folder.
+        data: Data configuration (see :func:`load_task_data`).
+        lora: LoRA settings.
+        settings: Training settings.
+    """
+
+    def __init__(
+        self,
+        site_name: str,
+        state_dir: str,
+        model: str,
+        data: Mapping[str, Any],
+        lora: LoraSettings,
+        settings: TrainSettings,
+    ):
+        self.site_name = site_name
+        self.state_dir = state_dir
+        task_data = load_task_data(data, site_name)
+        self.trainer = TextSiteTrainer(model, task_data, lora, settings)
+        self.head_path = os.path.join(state_dir, HEAD_FILE)
+        if self.trainer.load_head(self.head_path):
+            logger.info("%s: resumed private head from %s", site_name, self.head_path)
+
+    def _info(self) -> Dict[str, Any]:
+        data = self.trainer.data
+        return {K.TASK: data.task, K.N_TRAIN: len(data.train.texts), K.N_TEST: len(data.test.texts)}
+
+    def train(self, params: Mapping[str, Any], current_round: int) -> Tuple[Dict[str, Any], Dict[str, float], Dict]:
+        """Runs one train task.
+
+        Args:
+            params: Received personalized federated tensors θ̄_i.
+            current_round: Round index (0-based); in round 0 the locally trained model is also evaluated.
+
+        Returns:
+            ``(θ_i as numpy, metrics, meta)``: the FULL federated tensors after training, the metrics
+            (accuracy of the received model, train loss, examples, throughput, and in round 0 the
+            accuracy after local training), and site info (task, split sizes).
+        """
+        self.trainer.set_federated(params)
+        metrics: Dict[str, float] = {K.ACCURACY_RECEIVED: self.trainer.evaluate()}
+        metrics.update(self.trainer.train())
+        if current_round == 0:
+            metrics[K.ACCURACY_LOCAL] = self.trainer.evaluate()
+        self.trainer.save_head(self.head_path)
+        logger.info(
+            "%s round %d: received acc %.4f, train loss %.4f, %.1f examples/s", self.site_name, current_round,
+            metrics[K.ACCURACY_RECEIVED], metrics[K.TRAIN_LOSS], metrics[K.EXAMPLES_PER_S],
+        )
+        return to_numpy(self.trainer.get_federated()), metrics, self._info()
+
+    def validate(self, params: Mapping[str, Any]) -> Tuple[Dict[str, float], Dict[str, Any]]:
+        """Evaluates and saves the final personalized model.
+
+        Returns:
+            ``(metrics, meta)`` with the accuracy and where the peft adapter (+ head) was saved.
+        """
+        self.trainer.set_federated(params)
+        accuracy = self.trainer.evaluate()
+        adapter_dir = self.trainer.save_personalized(os.path.join(self.state_dir, K.ADAPTER_FOLDER))
+        meta = self._info()
+        meta[K.ADAPTER_DIR] = os.path.abspath(adapter_dir)
+        logger.info("%s: personalized model accuracy %.4f, adapter saved to %s", self.site_name, accuracy, adapter_dir)
+        return {K.ACCURACY: accuracy}, meta

@@ -1,0 +1,207 @@
+"""Local LoRA fine-tuning of an HF text classifier on one site's data."""
+
+import json
+import logging
+import os
+import time
+from typing import Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from fedbip_nvflare.client.settings import TrainSettings
+from fedbip_nvflare.data import TextSplit, TextTaskData
+from fedbip_nvflare.models import LoraSettings, build_text_classifier
+
+logger = logging.getLogger(__name__)
+
+HEAD_FILE = "head.safetensors"
+LABELS_FILE = "labels.json"
+
+
+class _Encoded:
+    """A split tokenised once, batched with dynamic padding."""
+
+    def __init__(self, split: TextSplit, tokenizer, max_length: int):
+        enc = tokenizer(list(split.texts), truncation=True, max_length=max_length)
+        self.ids: List[List[int]] = enc["input_ids"]
+        self.labels = torch.tensor(split.labels, dtype=torch.long)
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, index: List[int]):
+        width = max(len(self.ids[i]) for i in index)
+        input_ids = torch.full((len(index), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        for row, i in enumerate(index):
+            ids = self.ids[i]
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+        return input_ids, mask, self.labels[index]
+
+
+class TextSiteTrainer:
+    """One site's model and data: receives federated LoRA tensors, trains, evaluates, saves.
+
+    The base model and tokenizer are loaded once; the head is client-private and persists across rounds
+    (in memory, and on disk through :meth:`save_head` / :meth:`load_head`).
+
+    Args:
+        model_name_or_path: HF model id or local folder.
+        data: The site's task data.
+        lora: LoRA settings (identical on every site).
+        settings: Local training settings.
+        device: torch device (default: CUDA if available, else CPU).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        data: TextTaskData,
+        lora: LoraSettings,
+        settings: TrainSettings,
+        device: Optional[str] = None,
+    ):
+        from peft import get_peft_model_state_dict
+
+        self.data = data
+        self.settings = settings
+        self.model_name_or_path = model_name_or_path
+        if settings.num_threads:
+            torch.set_num_threads(settings.num_threads)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model, self.tokenizer = build_text_classifier(
+            model_name_or_path, len(data.label_names), lora, seed=settings.seed
+        )
+        self.model.to(self.device)
+        self._federated_names = list(get_peft_model_state_dict(self.model.backbone).keys())
+        self._train = _Encoded(data.train, self.tokenizer, settings.max_length)
+        self._test = _Encoded(data.test, self.tokenizer, settings.max_length)
+        self._epochs_done = 0
+
+    @property
+    def federated_names(self) -> List[str]:
+        """Names of the federated (LoRA) tensors, as in peft's adapter state dict."""
+        return list(self._federated_names)
+
+    @property
+    def n_train(self) -> int:
+        """Number of training examples."""
+        return len(self._train)
+
+    def get_federated(self) -> Dict[str, torch.Tensor]:
+        """The current federated tensors (CPU, fp32 copies)."""
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(self.model.backbone)
+        return {n: state[n].detach().float().cpu().clone() for n in self._federated_names}
+
+    def set_federated(self, params: Mapping[str, object]) -> None:
+        """Loads received federated tensors (numpy arrays or tensors) into the LoRA adapter.
+
+        Raises:
+            ValueError: Names or shapes differ from this site's adapter.
+        """
+        from peft import set_peft_model_state_dict
+
+        missing = [n for n in self._federated_names if n not in params]
+        extra = [n for n in params if n not in self._federated_names]
+        if missing or extra:
+            raise ValueError(
+                f"received federated tensors do not match this site's LoRA adapter: missing {missing[:3]}, "
+                f"unexpected {extra[:3]}; every site and the server must use the same model and LoRA settings"
+            )
+        current = self.get_federated()
+        state = {}
+        for n in self._federated_names:
+            value = torch.as_tensor(np.asarray(params[n]) if not isinstance(params[n], torch.Tensor) else params[n])
+            if tuple(value.shape) != tuple(current[n].shape):
+                raise ValueError(f"received tensor {n} has shape {tuple(value.shape)}, expected {tuple(current[n].shape)}")
+            state[n] = value.to(torch.float32)
+        set_peft_model_state_dict(self.model.backbone, state)
+
+    def train(self, epochs: Optional[int] = None) -> Dict[str, float]:
+        """Fine-tunes LoRA and head for ``epochs`` (default ``settings.local_epochs``) with a fresh AdamW.
+
+        Returns:
+            ``train_loss`` (mean over steps), ``n_examples``, ``examples_per_s``, ``seconds``.
+        """
+        s = self.settings
+        epochs = s.local_epochs if epochs is None else epochs
+        head_params = list(self.model.head.parameters())
+        head_ids = {id(p) for p in head_params}
+        lora_params = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        optimizer = torch.optim.AdamW(
+            [{"params": lora_params, "lr": s.learning_rate}, {"params": head_params, "lr": s.head_learning_rate}],
+            weight_decay=s.weight_decay,
+        )
+        self.model.train()
+        losses: List[float] = []
+        seen = 0
+        start = time.perf_counter()
+        for _ in range(epochs):
+            generator = torch.Generator().manual_seed(s.seed * 100_003 + self._epochs_done)
+            order = torch.randperm(len(self._train), generator=generator).tolist()
+            for b in range(0, len(order), s.batch_size):
+                input_ids, mask, labels = self._train.batch(order[b : b + s.batch_size])
+                logits = self.model(input_ids.to(self.device), mask.to(self.device))
+                loss = torch.nn.functional.cross_entropy(logits, labels.to(self.device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                seen += len(labels)
+            self._epochs_done += 1
+        seconds = time.perf_counter() - start
+        return {
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "n_examples": float(len(self._train)),
+            "examples_per_s": seen / seconds if seconds > 0 else 0.0,
+            "seconds": seconds,
+        }
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Accuracy in [0, 1] on the site's test split."""
+        self.model.eval()
+        order = sorted(range(len(self._test)), key=lambda i: len(self._test.ids[i]))
+        correct = 0
+        for b in range(0, len(order), self.settings.eval_batch_size):
+            input_ids, mask, labels = self._test.batch(order[b : b + self.settings.eval_batch_size])
+            logits = self.model(input_ids.to(self.device), mask.to(self.device))
+            correct += int((logits.argmax(dim=-1).cpu() == labels).sum())
+        return correct / max(1, len(self._test))
+
+    def save_head(self, path: str) -> None:
+        """Saves the client-private head (atomic write)."""
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = path + ".tmp"
+        save_file({k: v.cpu().contiguous() for k, v in self.model.head_state().items()}, tmp)
+        os.replace(tmp, path)
+
+    def load_head(self, path: str) -> bool:
+        """Loads a head saved by :meth:`save_head`; returns False when the file does not exist."""
+        if not os.path.exists(path):
+            return False
+        self.model.load_head_state({k: v.to(self.device) for k, v in load_file(path).items()})
+        return True
+
+    def save_personalized(self, directory: str) -> str:
+        """Saves the personalized adapter in peft format plus the private head and label names.
+
+        ``PeftModel.from_pretrained(AutoModel.from_pretrained(base), directory)`` loads the adapter;
+        ``head.safetensors`` (``head.weight``, ``head.bias``) and ``labels.json`` sit beside it.
+
+        Returns:
+            The directory.
+        """
+        os.makedirs(directory, exist_ok=True)
+        self.model.backbone.save_pretrained(directory)
+        self.save_head(os.path.join(directory, HEAD_FILE))
+        with open(os.path.join(directory, LABELS_FILE), "w") as f:
+            json.dump({"task": self.data.task, "label_names": list(self.data.label_names),
+                       "base_model": self.model_name_or_path}, f, indent=2)
+        return directory

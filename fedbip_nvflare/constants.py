@@ -1,0 +1,31 @@
+"""Names shared by the server, the clients and the tools that read their outputs."""
+
+
+class FedBipKeys:
+    """Metric, metadata and file names exchanged between FedBip components."""
+
+    # metrics a site reports
+    ACCURACY_RECEIVED = "accuracy_received"  # received personalized model, before local training
+    ACCURACY_LOCAL = "accuracy_local"  # after the first local training, before any aggregation
+    ACCURACY = "accuracy"  # final personalized model (validate task)
+    TRAIN_LOSS = "train_loss"
+    N_EXAMPLES = "n_examples"
+    EXAMPLES_PER_S = "examples_per_s"
+    TRAIN_SECONDS = "seconds"
+
+    # metadata a site reports
+    TASK = "task"
+    N_TRAIN = "n_train"
+    N_TEST = "n_test"
+    ADAPTER_DIR = "adapter_dir"
+    LABEL_NAMES = "label_names"
+
+    # task names
+    TRAIN_TASK = "train"
+    VALIDATE_TASK = "validate"
+
+    # files and folders
+    STATE_DIR = "fedbip"
+    RESULTS_FILE = "results.json"
+    ROUNDS_FILE = "rounds.jsonl"
+    ADAPTER_FOLDER = "personalized_adapter"

@@ -1,0 +1,30 @@
+"""FedBip's algorithm in plain PyTorch (no NVFlare imports).
+
+Public API (stable): :func:`cosine_similarity_matrix`, :func:`aggregation_weights`,
+:func:`personalized_aggregate`; plus the building blocks the server uses.
+"""
+
+from fedbip_nvflare.core.aggregation import AggregationResult, combine, fedbip_aggregate, personalized_aggregate
+from fedbip_nvflare.core.grouping import assign_groups, layer_group
+from fedbip_nvflare.core.similarity import cosine_similarity_matrix
+from fedbip_nvflare.core.task_vectors import apply_update, check_update, l2_norm, task_vector
+from fedbip_nvflare.core.weights import NEGATIVE_POLICIES, aggregation_weights
+
+SIMILARITY_ON = ("round", "cumulative")
+
+__all__ = [
+    "AggregationResult",
+    "NEGATIVE_POLICIES",
+    "SIMILARITY_ON",
+    "aggregation_weights",
+    "apply_update",
+    "assign_groups",
+    "check_update",
+    "combine",
+    "cosine_similarity_matrix",
+    "fedbip_aggregate",
+    "l2_norm",
+    "layer_group",
+    "personalized_aggregate",
+    "task_vector",
+]

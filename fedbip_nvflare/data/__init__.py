@@ -1,0 +1,15 @@
+"""Site data loading: files a site points at, and the built-in offline benchmark suites."""
+
+from fedbip_nvflare.data.suites import SUITES, TEXT_TASKS, load_suite_site, site_names
+from fedbip_nvflare.data.text import TextSplit, TextTaskData, load_site_data, load_text_file
+
+__all__ = [
+    "SUITES",
+    "TEXT_TASKS",
+    "TextSplit",
+    "TextTaskData",
+    "load_site_data",
+    "load_suite_site",
+    "load_text_file",
+    "site_names",
+]

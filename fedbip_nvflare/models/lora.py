@@ -1,0 +1,94 @@
+"""LoRA settings and the shared initial adapter θ̄⁰."""
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Sequence, Tuple
+
+import torch
+
+DEFAULT_TEXT_TARGETS: Tuple[str, ...] = ("query", "value")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyper-parameters (peft's ``LoraConfig`` fields that FedBip jobs expose).
+
+    Attributes:
+        r: Rank.
+        alpha: Scaling numerator (``lora_alpha``).
+        dropout: Dropout on the LoRA input.
+        target_modules: Module-name suffixes to adapt.
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: Tuple[str, ...] = field(default_factory=lambda: DEFAULT_TEXT_TARGETS)
+
+    def __post_init__(self):
+        if not isinstance(self.r, int) or self.r <= 0:
+            raise ValueError(f"lora r must be a positive int, got {self.r!r}")
+        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+            raise ValueError(f"lora alpha must be positive, got {self.alpha!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout!r}")
+        if isinstance(self.target_modules, str) or not self.target_modules:
+            raise ValueError(f"lora target_modules must be a non-empty list of names, got {self.target_modules!r}")
+        self.target_modules = tuple(str(m) for m in self.target_modules)
+
+    def peft_config(self):
+        """The equivalent ``peft.LoraConfig``."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.target_modules)
+        )
+
+
+def _init_lora_tensor(name: str, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    # Matches peft's default init: A ~ kaiming_uniform(a=√5) = U(±1/√fan_in), B = 0.
+    if ".lora_A." in name:
+        bound = 1.0 / math.sqrt(shape[1])
+        return (torch.rand(tuple(shape), generator=generator) * 2 - 1) * bound
+    if ".lora_B." in name or ".lora_embedding_A" in name:
+        return torch.zeros(tuple(shape))
+    if ".lora_embedding_B" in name:
+        return torch.randn(tuple(shape), generator=generator)
+    raise ValueError(f"cannot initialise adapter tensor {name!r}: only LoRA A/B tensors are supported")
+
+
+def adapter_shapes(model_name_or_path: str, lora: LoraSettings) -> Dict[str, Tuple[int, ...]]:
+    """Names and shapes of the LoRA tensors peft creates on a model, from its config alone.
+
+    The model is built on the meta device, so no base weights are loaded or allocated.
+
+    Args:
+        model_name_or_path: HF model id or local folder (only ``config.json`` is read).
+        lora: LoRA settings.
+
+    Returns:
+        ``{name: shape}`` in peft's adapter state-dict order and naming.
+    """
+    from peft import get_peft_model, get_peft_model_state_dict
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(model_name_or_path)
+    with torch.device("meta"):
+        backbone = AutoModel.from_config(config)
+    peft_model = get_peft_model(backbone, lora.peft_config())
+    return {n: tuple(t.shape) for n, t in get_peft_model_state_dict(peft_model).items()}
+
+
+def initial_adapter(model_name_or_path: str, lora: LoraSettings, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """The initial federated parameters θ̄⁰ every client starts from (deterministic for a seed).
+
+    Args:
+        model_name_or_path: HF model id or local folder.
+        lora: LoRA settings.
+        seed: Seed of the initialisation.
+
+    Returns:
+        ``{name: fp32 tensor}`` named as peft's ``get_peft_model_state_dict``.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    return {n: _init_lora_tensor(n, s, generator) for n, s in adapter_shapes(model_name_or_path, lora).items()}

@@ -1,0 +1,77 @@
+"""Text classifier: a pre-trained HF encoder with LoRA, mean pooling and a client-private linear head."""
+
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from fedbip_nvflare.models.lora import LoraSettings
+from fedbip_nvflare.models.resolve import resolve_model_path
+
+HEAD_PREFIX = "head."
+
+
+class TextClassifier(nn.Module):
+    """Encoder (wrapped by peft) → masked mean pooling → linear head.
+
+    Args:
+        backbone: A ``peft.PeftModel`` around an HF ``AutoModel``.
+        num_labels: Number of classes of this client's task.
+    """
+
+    def __init__(self, backbone: nn.Module, num_labels: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.hidden_size, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Returns logits ``[batch, num_labels]``."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        return self.head(pooled)
+
+    def head_state(self) -> Dict[str, torch.Tensor]:
+        """The client-private head's tensors, prefixed ``head.``."""
+        return {HEAD_PREFIX + k: v.detach().clone() for k, v in self.head.state_dict().items()}
+
+    def load_head_state(self, state: Dict[str, torch.Tensor]) -> None:
+        """Loads tensors saved by :meth:`head_state`."""
+        self.head.load_state_dict({k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)})
+
+
+def build_text_classifier(
+    model_name_or_path: str, num_labels: int, lora: LoraSettings, seed: int = 0
+) -> Tuple[TextClassifier, "object"]:
+    """Loads the pre-trained encoder and tokenizer, adds LoRA and a fresh head.
+
+    Args:
+        model_name_or_path: HF model id or local folder (known ids resolve to offline copies).
+        num_labels: Number of classes (>= 2).
+        lora: LoRA settings.
+        seed: Seed for the head's (and LoRA's) initialisation.
+
+    Returns:
+        ``(model, tokenizer)``; only LoRA and head parameters require grad.
+    """
+    from peft import get_peft_model
+    from transformers import AutoModel, AutoTokenizer
+
+    if num_labels < 2:
+        raise ValueError(f"a classification task needs at least 2 labels, got {num_labels}")
+    path = resolve_model_path(model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(seed)
+    backbone = AutoModel.from_pretrained(path)
+    try:
+        peft_backbone = get_peft_model(backbone, lora.peft_config())
+    except ValueError as e:
+        raise ValueError(
+            f"LoRA target modules {list(lora.target_modules)} do not match modules of {model_name_or_path!r}: {e}"
+        ) from e
+    return TextClassifier(peft_backbone, num_labels), tokenizer
+
+
+def trainable_names(model: nn.Module) -> List[str]:
+    """Names of the parameters that require grad."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]

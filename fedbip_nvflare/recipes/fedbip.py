@@ -1,0 +1,227 @@
+"""FedBipRecipe: a validated Recipe-API front over FedBip's controller and client executor."""
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+from nvflare.job_config.api import FedJob
+from nvflare.recipe.spec import ExecEnv, Recipe
+
+from fedbip_nvflare.client.executor import FedBipExecutor
+from fedbip_nvflare.client.settings import TrainSettings
+from fedbip_nvflare.constants import FedBipKeys as K
+from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS, LoraSettings
+from fedbip_nvflare.server.controller import FedBipController, validate_fedbip_options
+
+PACKAGE = "fedbip_nvflare"
+CLIENT_MODES = ("executor", "client_api")
+CLIENT_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                             "custom", "fedbip_client.py")
+_SITE_KEYS = ("data", "num_threads", "batch_size", "local_epochs")
+
+
+def allow_fedbip_components(workspace: str) -> str:
+    """Adds this package to the component allow-list of an NVFlare site or simulator workspace.
+
+    NVFlare 2.9 builds only allow-listed component classes for jobs without custom code. This writes
+    ``<workspace>/local/resources.json`` with NVFlare's default list plus ``fedbip_nvflare.`` (keeping
+    an existing list and adding the entry), which is what a site admin does for an installed package.
+
+    Args:
+        workspace: The site (or simulator) workspace folder.
+
+    Returns:
+        The path of the resources file.
+    """
+    from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
+    from nvflare.app_common.widgets.component_path_authorizer import CLASS_ALLOW_LIST
+
+    local = os.path.join(workspace, "local")
+    os.makedirs(local, exist_ok=True)
+    path = os.path.join(local, "resources.json")
+    resources: Dict[str, Any] = {"format_version": 2}
+    if os.path.exists(path):
+        with open(path) as f:
+            resources = json.load(f)
+    allow = list(resources.get(CLASS_ALLOW_LIST, DEFAULT_CLASS_ALLOW_LIST))
+    if "*" not in allow and PACKAGE + "." not in allow:
+        allow.append(PACKAGE + ".")
+    resources[CLASS_ALLOW_LIST] = allow
+    with open(path, "w") as f:
+        json.dump(resources, f, indent=2)
+    return path
+
+
+class FedBipRecipe(Recipe):
+    """FedBip job: LoRA fine-tuning of a pre-trained HF model with per-client personalized aggregation.
+
+    Mirrors NVFlare's ``FedAvgRecipe``: ``recipe.execute(SimEnv(...))`` (or ``PocEnv`` / ``ProdEnv``) runs it,
+    ``python job.py --export --export-dir DIR`` exports the folder ``nvflare simulator`` takes.
+
+    Args:
+        name: Job name.
+        model: HF model id or local folder, identical on the server and every site.
+        num_rounds: FedBip rounds.
+        min_clients: Clients needed to start the job and least valid updates to aggregate a round.
+        data: Site data configuration shared by all sites (per-site overrides: ``per_site_config``).
+            ``{"suite": "text-tasks", "n_train": 300, "n_test": 200, "seed": 0}`` or
+            ``{"train_path": ..., "test_path": ...}`` (CSV/JSONL with ``text``, ``label``).
+        layerwise: FedBip-L (per-layer-group weights).
+        negative: Negative-cosine policy, "clip" or "keep".
+        similarity_on: "round" or "cumulative".
+        lora_r: LoRA rank.
+        lora_alpha: LoRA alpha.
+        lora_dropout: LoRA dropout.
+        target_modules: Modules LoRA adapts.
+        local_epochs: Local epochs per round.
+        batch_size: Training batch size.
+        learning_rate: LoRA learning rate.
+        head_learning_rate: Learning rate of the client-private head.
+        max_length: Token truncation length.
+        num_threads: torch CPU threads per site (None: torch default).
+        seed: Seed of θ̄⁰, the heads and shuffling.
+        train_timeout: Seconds per train task (0: no limit).
+        validate_timeout: Seconds for the final validate task (0: no limit).
+        client_mode: "executor" (in-process ``FedBipExecutor``, installed package) or "client_api"
+            (the Client API script ``custom/fedbip_client.py``, shipped with the job as custom code).
+        launch_external_process: With ``client_mode="client_api"``, run the script in its own process.
+        per_site_config: ``{site: {"data": {...}, "num_threads": ..., "batch_size": ..., "local_epochs": ...}}``.
+        log_updates: Server saves what each client was sent and returned every round.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "fedbip",
+        model: str = "sentence-transformers/all-MiniLM-L6-v2",
+        num_rounds: int = 3,
+        min_clients: int = 1,
+        data: Optional[Dict[str, Any]] = None,
+        layerwise: bool = False,
+        negative: str = "clip",
+        similarity_on: str = "round",
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        target_modules: Sequence[str] = DEFAULT_TEXT_TARGETS,
+        local_epochs: int = 1,
+        batch_size: int = 16,
+        learning_rate: float = 1e-3,
+        head_learning_rate: float = 5e-3,
+        max_length: int = 128,
+        num_threads: Optional[int] = None,
+        seed: int = 0,
+        train_timeout: int = 0,
+        validate_timeout: int = 0,
+        client_mode: str = "executor",
+        launch_external_process: bool = False,
+        per_site_config: Optional[Dict[str, Dict[str, Any]]] = None,
+        log_updates: bool = False,
+    ):
+        validate_fedbip_options(num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout)
+        if client_mode not in CLIENT_MODES:
+            raise ValueError(f"client_mode must be one of {CLIENT_MODES}, got {client_mode!r}")
+        if launch_external_process and client_mode != "client_api":
+            raise ValueError("launch_external_process=True needs client_mode='client_api'")
+        if not isinstance(model, str) or not model:
+            raise ValueError("model must be a Hugging Face model id or a local model folder")
+        LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(target_modules))
+        TrainSettings(local_epochs=local_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                      head_learning_rate=head_learning_rate, max_length=max_length, num_threads=num_threads, seed=seed)
+        self.model = model
+        self.num_rounds = num_rounds
+        self.min_clients = min_clients
+        self.data = dict(data) if data is not None else {"suite": "text-tasks"}
+        self.layerwise = layerwise
+        self.negative = negative
+        self.similarity_on = similarity_on
+        self.lora_r = lora_r
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.target_modules = list(target_modules)
+        self.local_epochs = local_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.head_learning_rate = head_learning_rate
+        self.max_length = max_length
+        self.num_threads = num_threads
+        self.seed = seed
+        self.train_timeout = train_timeout
+        self.validate_timeout = validate_timeout
+        self.client_mode = client_mode
+        self.launch_external_process = launch_external_process
+        self.per_site_config = None
+        self.log_updates = log_updates
+
+        job = FedJob(name=name, min_clients=min_clients)
+        job.to_server(
+            FedBipController(
+                model=model, num_rounds=num_rounds, min_clients=min_clients, layerwise=layerwise, negative=negative,
+                similarity_on=similarity_on, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                target_modules=list(target_modules), seed=seed, train_timeout=train_timeout,
+                validate_timeout=validate_timeout, log_updates=log_updates,
+            ),
+            id="fedbip_controller",
+        )
+        job.set_app_packages([PACKAGE])
+        Recipe.__init__(self, job)
+        if per_site_config is not None:
+            self.set_per_site_config(per_site_config)
+
+    # -- per-site configuration ------------------------------------------------------------------
+    def _apply_per_site_config(self, config: Dict[str, Dict]) -> None:
+        for site, site_config in config.items():
+            unknown = sorted(set(site_config) - set(_SITE_KEYS))
+            if unknown:
+                raise ValueError(f"per_site_config[{site!r}] has unknown keys {unknown}; allowed: {list(_SITE_KEYS)}")
+            self._client_settings(site_config)
+        self.per_site_config = config
+
+    def _client_settings(self, site_config: Dict[str, Any]) -> Dict[str, Any]:
+        settings = dict(
+            model=self.model, data=dict(site_config.get("data", self.data)), lora_r=self.lora_r,
+            lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, target_modules=list(self.target_modules),
+            local_epochs=site_config.get("local_epochs", self.local_epochs),
+            batch_size=site_config.get("batch_size", self.batch_size), learning_rate=self.learning_rate,
+            head_learning_rate=self.head_learning_rate, max_length=self.max_length,
+            num_threads=site_config.get("num_threads", self.num_threads), seed=self.seed,
+        )
+        if not isinstance(settings["data"], dict) or ("suite" in settings["data"]) == ("train_path" in settings["data"]):
+            raise ValueError(f"data must be a dict with exactly one of 'suite' or 'train_path', got {settings['data']!r}")
+        return settings
+
+    def _client_component(self, site_config: Dict[str, Any]):
+        settings = self._client_settings(site_config)
+        if self.client_mode == "executor":
+            return FedBipExecutor(**settings)
+        from nvflare.fuel.utils.constants import FrameworkType
+        from nvflare.job_config.script_runner import ScriptRunner
+
+        return ScriptRunner(
+            script=CLIENT_SCRIPT,
+            script_args=["--config", json.dumps(settings, sort_keys=True)],
+            launch_external_process=self.launch_external_process,
+            framework=FrameworkType.RAW,
+        )
+
+    def _prepare_client_apps(self) -> None:
+        tasks = [K.TRAIN_TASK, K.VALIDATE_TASK]
+        if not self.per_site_config:
+            self._add_client(self._client_component({}), None, tasks)
+            return
+        for site, site_config in self.per_site_config.items():
+            self._add_client(self._client_component(site_config), site, tasks)
+
+    def _add_client(self, component, site: Optional[str], tasks: List[str]) -> None:
+        kwargs = {"tasks": tasks} if self.client_mode == "executor" else {}
+        if site is None:
+            self._job.to_clients(component, **kwargs)
+        else:
+            self._job.to(component, site, **kwargs)
+
+    def process_env(self, env: ExecEnv):
+        """In a simulator workspace, allow-lists this package's components (installed-package mode)."""
+        from nvflare.recipe.sim_env import SimEnv
+
+        if isinstance(env, SimEnv) and self.client_mode == "executor":
+            allow_fedbip_components(os.path.join(env.workspace_root, self.name))

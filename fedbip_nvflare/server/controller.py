@@ -1,0 +1,262 @@
+"""FedBipController: per-client personalized aggregation as an NVFlare ModelController."""
+
+import json
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+from nvflare.app_common.workflows.model_controller import ModelController
+
+from fedbip_nvflare.client.site import to_numpy
+from fedbip_nvflare.constants import FedBipKeys as K
+from fedbip_nvflare.core import (
+    NEGATIVE_POLICIES,
+    SIMILARITY_ON,
+    apply_update,
+    check_update,
+    fedbip_aggregate,
+    task_vector,
+)
+from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS, LoraSettings, initial_adapter, resolve_model_path
+from fedbip_nvflare.server.state import ClientStateStore
+
+Params = Dict[str, torch.Tensor]
+
+
+def _matrix_json(m) -> object:
+    return {g: v.tolist() for g, v in m.items()} if isinstance(m, dict) else m.tolist()
+
+
+class FedBipController(ModelController):
+    """Runs FedBip: every round each client gets one task with only its own θ̄_i, and the server
+    updates ``θ̄_i ← θ̄_i + Σ_k p_ik τ_k`` from the FULL federated parameters the clients return.
+
+    After the last round each client gets its final θ̄_i in a validate task; the server writes
+    ``<run dir>/fedbip/results.json`` (per-client results), ``rounds.jsonl`` (similarity and weight
+    matrices, rejections and metrics per round) and ``state/`` (θ̄⁰ and every θ̄_i, every round).
+
+    A client that fails, times out or returns an invalid update (NaN/Inf, wrong names or shapes) is
+    logged and treated as not having reported: it keeps its θ̄_i and rejoins next round.
+
+    Args:
+        model: HF model id or local folder; only its config is read, to build θ̄⁰'s shapes.
+        num_rounds: Number of FedBip rounds.
+        min_clients: Least number of valid updates needed to aggregate a round; with fewer, the round's
+            updates are dropped (every θ̄_i stays) and a warning says so.
+        layerwise: FedBip-L (similarities and weights per layer group).
+        negative: Negative-cosine policy: "clip" (default) or "keep".
+        similarity_on: "round" (cosine of this round's τ, the paper's rule) or "cumulative" (of θ_i − θ̄⁰).
+        lora_r: LoRA rank (must equal the clients').
+        lora_alpha: LoRA alpha.
+        lora_dropout: LoRA dropout.
+        target_modules: Modules LoRA adapts (must equal the clients').
+        seed: Seed of θ̄⁰.
+        train_timeout: Seconds a client may take for a train task (0: no limit).
+        validate_timeout: Seconds a client may take for the final validate task (0: no limit).
+        resume_from: A ``state`` folder of an earlier run to continue from (its next round).
+        log_updates: Also save, every round, what each client was sent and returned (for audits/tests).
+        train_task_name: Name of the train task.
+        validate_task_name: Name of the validate task.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        num_rounds: int = 3,
+        min_clients: int = 1,
+        layerwise: bool = False,
+        negative: str = "clip",
+        similarity_on: str = "round",
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        target_modules: Sequence[str] = DEFAULT_TEXT_TARGETS,
+        seed: int = 0,
+        train_timeout: int = 0,
+        validate_timeout: int = 0,
+        resume_from: Optional[str] = None,
+        log_updates: bool = False,
+        train_task_name: str = K.TRAIN_TASK,
+        validate_task_name: str = K.VALIDATE_TASK,
+    ):
+        super().__init__(persistor_id="", ignore_result_error=True)
+        self.model = model
+        self.num_rounds = num_rounds
+        self.min_clients = min_clients
+        self.layerwise = layerwise
+        self.negative = negative
+        self.similarity_on = similarity_on
+        self.lora_r = lora_r
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.target_modules = list(target_modules)
+        self.seed = seed
+        self.train_timeout = train_timeout
+        self.validate_timeout = validate_timeout
+        self.resume_from = resume_from
+        self.log_updates = log_updates
+        self.train_task_name = train_task_name
+        self.validate_task_name = validate_task_name
+        validate_fedbip_options(num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout)
+        self._lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
+        self.theta0: Params = {}
+        self.thetas: Dict[str, Params] = {}
+        self.client_info: Dict[str, dict] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _out_dir(self) -> str:
+        return os.path.join(self.get_run_dir(), K.STATE_DIR)
+
+    def _send_all(self, task_name: str, rnd: int, payloads: Dict[str, Params], timeout: int) -> Dict[str, FLModel]:
+        """Sends each client its own payload as a separate targeted task and waits for all of them."""
+        results: Dict[str, FLModel] = {}
+
+        def collect(result: FLModel) -> bool:
+            results[result.meta.get("client_name")] = result
+            return True
+
+        for client, params in payloads.items():
+            data = FLModel(
+                params=to_numpy(params), params_type=ParamsType.FULL, current_round=rnd, total_rounds=self.num_rounds
+            )
+            self.send_model(task_name=task_name, data=data, targets=[client], min_responses=1, timeout=timeout,
+                            callback=collect)
+        while self.get_num_standing_tasks():
+            if self.abort_signal.triggered:
+                break
+            time.sleep(self._task_check_period)
+        missing = sorted(set(payloads) - set(results))
+        if missing:
+            self.warning(f"{task_name} round {rnd}: no valid result from {missing} (failed, timed out or aborted)")
+        return results
+
+    def _accept(self, rnd: int, sent: Dict[str, Params], results: Dict[str, FLModel]):
+        accepted: Dict[str, Params] = {}
+        rejected: Dict[str, str] = {}
+        for client, result in results.items():
+            params = result.params or {}
+            reason = check_update(params, sent[client])
+            if reason is None and result.params_type not in (None, ParamsType.FULL):
+                reason = f"params_type {result.params_type} (FedBip needs the FULL federated parameters)"
+            if reason is not None:
+                rejected[client] = reason
+                self.error(f"round {rnd}: rejected update of {client}: {reason}; it keeps its model this round")
+                continue
+            accepted[client] = {n: torch.as_tensor(params[n]).float() for n in sent[client]}
+            info = self.client_info.setdefault(client, {})
+            for key in (K.TASK, K.N_TRAIN, K.N_TEST):
+                if key in result.meta:
+                    info[key] = result.meta[key]
+            if rnd == 0 and K.ACCURACY_LOCAL in (result.metrics or {}):
+                info["accuracy_before"] = float(result.metrics[K.ACCURACY_LOCAL])
+            info.setdefault("history", []).append({"round": rnd, **{k: float(v) for k, v in (result.metrics or {}).items()}})
+        return accepted, rejected
+
+    def _log_round_files(self, rnd: int, sent: Dict[str, Params], accepted: Dict[str, Params]):
+        from safetensors.torch import save_file
+
+        folder = os.path.join(self._out_dir(), "updates", f"round_{rnd:03d}")
+        os.makedirs(folder, exist_ok=True)
+        for client, params in accepted.items():
+            name = ClientStateStore.file_name(client)
+            save_file({n: t.contiguous() for n, t in sent[client].items()}, os.path.join(folder, "sent_" + name))
+            save_file({n: t.contiguous() for n, t in params.items()}, os.path.join(folder, "returned_" + name))
+
+    def aggregate_round(self, rnd: int, sent: Dict[str, Params], accepted: Dict[str, Params]) -> Optional[dict]:
+        """Updates ``self.thetas`` from the accepted FULL parameters; returns the round's record."""
+        if len(accepted) < self.min_clients:
+            self.warning(
+                f"round {rnd}: only {len(accepted)} valid update(s) ({sorted(accepted)}), fewer than "
+                f"min_clients={self.min_clients}: no aggregation this round, every client keeps its model"
+            )
+            return None
+        clients = sorted(accepted)
+        taus = {c: task_vector(accepted[c], sent[c]) for c in clients}
+        sim_vectors = (
+            {c: task_vector(accepted[c], self.theta0) for c in clients} if self.similarity_on == "cumulative" else None
+        )
+        result = fedbip_aggregate(taus, layerwise=self.layerwise, negative=self.negative, similarity_vectors=sim_vectors)
+        for c in clients:
+            self.thetas[c] = apply_update(sent[c], result.updates[c])
+        return {"clients": clients, "similarity": _matrix_json(result.similarity), "weights": _matrix_json(result.weights)}
+
+    # -- workflow ------------------------------------------------------------------------------
+    def run(self):
+        out_dir = self._out_dir()
+        os.makedirs(out_dir, exist_ok=True)
+        store = ClientStateStore(os.path.join(out_dir, "state"))
+        start_round = 0
+        if self.resume_from:
+            last, self.theta0, self.thetas, extra = ClientStateStore(self.resume_from).load()
+            self.client_info = extra.get("client_info", {})
+            start_round = last + 1
+            self.info(f"resumed from {self.resume_from} after round {last} with {len(self.thetas)} client states")
+        else:
+            self.theta0 = initial_adapter(resolve_model_path(self.model), self._lora, self.seed)
+        self.info(f"FedBip: {len(self.theta0)} federated tensors, "
+                  f"{sum(t.numel() for t in self.theta0.values())} parameters")
+
+        for rnd in range(start_round, self.num_rounds):
+            self.info(f"FedBip round {rnd + 1}/{self.num_rounds}")
+            clients = self.sample_clients()
+            sent = {c: self.thetas.get(c, self.theta0) for c in clients}
+            results = self._send_all(self.train_task_name, rnd, sent, self.train_timeout)
+            if self.abort_signal.triggered:
+                return
+            accepted, rejected = self._accept(rnd, sent, results)
+            if self.log_updates:
+                self._log_round_files(rnd, sent, accepted)
+            record = self.aggregate_round(rnd, sent, accepted) or {"clients": sorted(accepted), "aggregated": False}
+            record.update({"round": rnd, "rejected": rejected,
+                           "missing": sorted(set(clients) - set(results)),
+                           "metrics": {c: {k: float(v) for k, v in (r.metrics or {}).items()} for c, r in results.items()}})
+            with open(os.path.join(out_dir, K.ROUNDS_FILE), "a") as f:
+                f.write(json.dumps(record) + "\n")
+            store.save(rnd, self.theta0, self.thetas, extra={"client_info": self.client_info})
+
+        self._final_validation(out_dir)
+
+    def _final_validation(self, out_dir: str):
+        clients = self.sample_clients()
+        final = {c: self.thetas.get(c, self.theta0) for c in clients}
+        results = self._send_all(self.validate_task_name, self.num_rounds, final, self.validate_timeout)
+        summary = {
+            "method": "fedbip-l" if self.layerwise else "fedbip",
+            "num_rounds": self.num_rounds,
+            "options": {"layerwise": self.layerwise, "negative": self.negative, "similarity_on": self.similarity_on,
+                        "seed": self.seed, "model": self.model},
+            "clients": {},
+        }
+        for client in clients:
+            info = dict(self.client_info.get(client, {}))
+            result = results.get(client)
+            if result is not None:
+                info["accuracy"] = float(result.metrics.get(K.ACCURACY, float("nan")))
+                for key in (K.TASK, K.N_TRAIN, K.N_TEST, K.ADAPTER_DIR):
+                    if key in result.meta:
+                        info[key] = result.meta[key]
+            summary["clients"][client] = info
+        path = os.path.join(out_dir, K.RESULTS_FILE)
+        with open(path, "w") as f:
+            json.dump(summary, f, indent=2)
+        self.info(f"FedBip finished; per-client results in {path}")
+
+
+def validate_fedbip_options(
+    num_rounds: int, min_clients: int, negative: str, similarity_on: str, train_timeout: int = 0,
+    validate_timeout: int = 0,
+) -> None:
+    """Checks FedBip's server options, raising ValueError naming the bad one and the allowed values."""
+    if not isinstance(num_rounds, int) or isinstance(num_rounds, bool) or num_rounds < 1:
+        raise ValueError(f"num_rounds must be an int >= 1, got {num_rounds!r}")
+    if not isinstance(min_clients, int) or isinstance(min_clients, bool) or min_clients < 1:
+        raise ValueError(f"min_clients must be an int >= 1, got {min_clients!r}")
+    if negative not in NEGATIVE_POLICIES:
+        raise ValueError(f"negative must be one of {NEGATIVE_POLICIES}, got {negative!r}")
+    if similarity_on not in SIMILARITY_ON:
+        raise ValueError(f"similarity_on must be one of {SIMILARITY_ON}, got {similarity_on!r}")
+    for name, value in (("train_timeout", train_timeout), ("validate_timeout", validate_timeout)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0 seconds (0: no limit), got {value!r}")

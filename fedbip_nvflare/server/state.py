@@ -1,0 +1,97 @@
+"""Per-client server state (θ̄⁰ and every θ̄_i), persisted atomically with checksums."""
+
+import hashlib
+import json
+import os
+import re
+from typing import Dict, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+Params = Dict[str, torch.Tensor]
+
+STATE_FILE = "state.json"
+INITIAL_FILE = "theta0.safetensors"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _save_atomic(tensors: Params, path: str) -> str:
+    tmp = path + ".tmp"
+    save_file({n: t.detach().cpu().contiguous() for n, t in tensors.items()}, tmp)
+    os.replace(tmp, path)
+    return _sha256(path)
+
+
+class ClientStateStore:
+    """Folder holding θ̄⁰, each client's θ̄_i (safetensors) and ``state.json`` (round, files, checksums).
+
+    Every file is written to a temporary name and renamed; ``state.json`` is written last, so a crash
+    leaves the previous complete state. :meth:`load` verifies every checksum.
+
+    Args:
+        root: The folder (created on first save).
+    """
+
+    def __init__(self, root: str):
+        self.root = root
+
+    @staticmethod
+    def file_name(client: str) -> str:
+        """File name of a client's parameters."""
+        return "client_" + _SAFE_NAME.sub("_", client) + ".safetensors"
+
+    def save(self, completed_round: int, theta0: Params, thetas: Dict[str, Params], extra: Optional[dict] = None):
+        """Persists the state after ``completed_round``.
+
+        Args:
+            completed_round: Index of the last completed round.
+            theta0: Initial federated parameters.
+            thetas: ``{client: θ̄_i}``.
+            extra: JSON-serialisable extra information stored in ``state.json``.
+        """
+        os.makedirs(self.root, exist_ok=True)
+        files = {"__theta0__": {"file": INITIAL_FILE, "sha256": _save_atomic(theta0, os.path.join(self.root, INITIAL_FILE))}}
+        for client, params in thetas.items():
+            name = self.file_name(client)
+            files[client] = {"file": name, "sha256": _save_atomic(params, os.path.join(self.root, name))}
+        state = {"round": int(completed_round), "files": files, "extra": extra or {}}
+        tmp = os.path.join(self.root, STATE_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(state, f, indent=2)
+        os.replace(tmp, os.path.join(self.root, STATE_FILE))
+
+    def exists(self) -> bool:
+        """Whether a saved state exists."""
+        return os.path.exists(os.path.join(self.root, STATE_FILE))
+
+    def load(self):
+        """Loads and verifies the saved state.
+
+        Returns:
+            ``(completed_round, theta0, {client: θ̄_i}, extra)``.
+
+        Raises:
+            FileNotFoundError: No state was saved here.
+            ValueError: A file is missing or its checksum does not match (corrupt or partial state).
+        """
+        with open(os.path.join(self.root, STATE_FILE)) as f:
+            state = json.load(f)
+        loaded: Dict[str, Params] = {}
+        for key, entry in state["files"].items():
+            path = os.path.join(self.root, entry["file"])
+            if not os.path.exists(path):
+                raise ValueError(f"FedBip state in {self.root} is incomplete: {entry['file']} is missing")
+            if _sha256(path) != entry["sha256"]:
+                raise ValueError(f"FedBip state file {path} does not match its checksum: it is corrupt, not used")
+            loaded[key] = load_file(path)
+        theta0 = loaded.pop("__theta0__")
+        return state["round"], theta0, loaded, state.get("extra", {})
