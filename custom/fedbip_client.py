@@ -1,11 +1,12 @@
 """FedBip Client API training script (bring-your-own-code jobs and external-process launch).
 
 It uses the same library as ``FedBipExecutor``; ``FedBipRecipe(client_mode="client_api")`` ships it with
-the job and passes its settings as ``--config '<json>'`` (the executor's constructor arguments).
+the job and passes the executor's settings as flags, e.g.::
+
+    fedbip_client.py --model sentence-transformers/all-MiniLM-L6-v2 --data suite=text-tasks --data n_train=300
 """
 
 import argparse
-import json
 import os
 
 import nvflare.client as flare
@@ -16,24 +17,62 @@ from fedbip_nvflare.client import SiteSession, TrainSettings
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.models import LoraSettings
 
+_INT_DATA_KEYS = ("n_train", "n_test", "seed", "max_train", "max_test")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="HF model id or local folder")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="data configuration entry, e.g. suite=text-tasks or train_path=/data/train.csv",
+    )
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-alpha", type=int, default=16)
+    p.add_argument("--lora-dropout", type=float, default=0.05)
+    p.add_argument("--target-modules", default="query,value", help="comma-separated module names")
+    p.add_argument("--local-epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--head-learning-rate", type=float, default=5e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--num-threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--state-dir", default=None, help="site folder for the private head and final adapter")
+    return p.parse_args()
+
+
+def parse_data(entries) -> dict:
+    data = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if not sep:
+            raise SystemExit(f"--data expects KEY=VALUE, got {entry!r}")
+        data[key] = int(value) if key in _INT_DATA_KEYS else float(value) if key == "test_fraction" else value
+    return data
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", required=True, help="JSON of the FedBipExecutor arguments")
-    parser.add_argument("--state-dir", default=None, help="site folder for the private head and final adapter")
-    args = parser.parse_args()
-    cfg = json.loads(args.config)
-
+    args = parse_args()
     flare.init()
     site = flare.get_site_name()
     state_dir = args.state_dir or os.path.join(os.getcwd(), K.STATE_DIR, site)
-    lora = LoraSettings(cfg["lora_r"], cfg["lora_alpha"], cfg["lora_dropout"], tuple(cfg["target_modules"]))
+    lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, tuple(args.target_modules.split(",")))
     settings = TrainSettings(
-        local_epochs=cfg["local_epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"],
-        head_learning_rate=cfg["head_learning_rate"], max_length=cfg["max_length"],
-        num_threads=cfg.get("num_threads"), seed=cfg["seed"],
+        local_epochs=args.local_epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        head_learning_rate=args.head_learning_rate,
+        weight_decay=args.weight_decay,
+        max_length=args.max_length,
+        num_threads=args.num_threads,
+        seed=args.seed,
     )
-    session = SiteSession(site, state_dir, cfg["model"], cfg["data"], lora, settings)
+    session = SiteSession(site, state_dir, args.model, parse_data(args.data), lora, settings)
 
     while flare.is_running():
         received = flare.receive()
@@ -43,8 +82,15 @@ def main() -> None:
         if task == K.TRAIN_TASK:
             params, metrics, meta = session.train(received.params, int(received.current_round or 0))
             meta[FLMetaKey.NUM_STEPS_CURRENT_ROUND] = int(metrics[K.N_EXAMPLES])
-            flare.send(FLModel(params=params, params_type=ParamsType.FULL, metrics=metrics, meta=meta,
-                               current_round=received.current_round))
+            flare.send(
+                FLModel(
+                    params=params,
+                    params_type=ParamsType.FULL,
+                    metrics=metrics,
+                    meta=meta,
+                    current_round=received.current_round,
+                )
+            )
         elif task == K.VALIDATE_TASK:
             metrics, meta = session.validate(received.params)
             flare.send(FLModel(metrics=metrics, meta=meta, current_round=received.current_round))

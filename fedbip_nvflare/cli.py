@@ -10,7 +10,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     allow = sub.add_parser("allow-list", help="allow FedBip's components in an NVFlare (simulator) workspace")
     allow.add_argument("workspace", help="site or simulator workspace folder (its local/resources.json is edited)")
-    sub.add_parser("fetch-assets", help="fetch the offline model and datasets (same as python -m fedbip_nvflare.assets fetch)")
+    sub.add_parser(
+        "fetch-assets", help="fetch the offline model and datasets (same as python -m fedbip_nvflare.assets fetch)"
+    )
     args = parser.parse_args(argv)
     if args.command == "allow-list":
         from fedbip_nvflare.recipes.fedbip import allow_fedbip_components

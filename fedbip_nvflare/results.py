@@ -57,13 +57,17 @@ def format_table(results: Dict[str, Any]) -> str:
     lines = [f"{'site':<10} {'task':<18} {'n_train':>7} {'acc before':>10} {'acc final':>9}  adapter"]
     before, final = [], []
     for site, c in results["clients"].items():
-        lines.append(f"{site:<10} {str(c.get('task')):<18} {str(c.get('n_train')):>7} {pct(c.get('accuracy_before')):>10}"
-                     f" {pct(c.get('accuracy')):>9}  {c.get('adapter_dir') or '-'}")
+        lines.append(
+            f"{site:<10} {str(c.get('task')):<18} {str(c.get('n_train')):>7} {pct(c.get('accuracy_before')):>10}"
+            f" {pct(c.get('accuracy')):>9}  {c.get('adapter_dir') or '-'}"
+        )
         if c.get("accuracy_before") is not None and c.get("accuracy") is not None:
             before.append(float(c["accuracy_before"]))
             final.append(float(c["accuracy"]))
     if final:
-        lines.append(f"{'mean':<10} {'':<18} {'':>7} {pct(sum(before) / len(before)):>10} {pct(sum(final) / len(final)):>9}")
+        lines.append(
+            f"{'mean':<10} {'':<18} {'':>7} {pct(sum(before) / len(before)):>10} {pct(sum(final) / len(final)):>9}"
+        )
     return "\n".join(lines)
 
 

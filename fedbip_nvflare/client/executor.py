@@ -83,9 +83,14 @@ class FedBipExecutor(Executor):
             raise ValueError(f"data must be a dict data configuration, got {type(self.data).__name__}")
         self._lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
         self._settings = TrainSettings(
-            local_epochs=local_epochs, batch_size=batch_size, learning_rate=learning_rate,
-            head_learning_rate=head_learning_rate, weight_decay=weight_decay, max_length=max_length,
-            num_threads=num_threads, seed=seed,
+            local_epochs=local_epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            head_learning_rate=head_learning_rate,
+            weight_decay=weight_decay,
+            max_length=max_length,
+            num_threads=num_threads,
+            seed=seed,
         )
         self._session: Optional[SiteSession] = None
         self._state_dir: Optional[str] = None

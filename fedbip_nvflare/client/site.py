@@ -2,7 +2,7 @@
 
 import logging
 import os
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import torch
 
@@ -45,19 +45,27 @@ def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
         raise ValueError(f"site {site_name}: unknown data config keys {unknown}; allowed: {sorted(allowed)}")
     if "suite" in data:
         return load_suite_site(
-            data["suite"], site_name, n_train=int(data.get("n_train", 300)), n_test=int(data.get("n_test", 200)),
-            seed=int(data.get("seed", 0)), data_dir=data.get("data_dir"),
+            data["suite"],
+            site_name,
+            n_train=int(data.get("n_train", 300)),
+            n_test=int(data.get("n_test", 200)),
+            seed=int(data.get("seed", 0)),
+            data_dir=data.get("data_dir"),
         )
     return load_site_data(
-        data["train_path"], data.get("test_path"), task=data.get("task"),
-        test_fraction=float(data.get("test_fraction", 0.2)), seed=int(data.get("seed", 0)),
-        max_train=data.get("max_train"), max_test=data.get("max_test"),
+        data["train_path"],
+        data.get("test_path"),
+        task=data.get("task"),
+        test_fraction=float(data.get("test_fraction", 0.2)),
+        seed=int(data.get("seed", 0)),
+        max_train=data.get("max_train"),
+        max_test=data.get("max_test"),
     )
 
 
 def to_numpy(params: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
     """fp32 numpy copies of tensors (NVFlare's default exchange format)."""
-    return {n: t.detach().float().cpu().numpy() for n, t in params.items()}
+    return {n: t.detach().float().cpu().numpy().copy() for n, t in params.items()}
 
 
 class SiteSession:
@@ -112,8 +120,12 @@ class SiteSession:
             metrics[K.ACCURACY_LOCAL] = self.trainer.evaluate()
         self.trainer.save_head(self.head_path)
         logger.info(
-            "%s round %d: received acc %.4f, train loss %.4f, %.1f examples/s", self.site_name, current_round,
-            metrics[K.ACCURACY_RECEIVED], metrics[K.TRAIN_LOSS], metrics[K.EXAMPLES_PER_S],
+            "%s round %d: received acc %.4f, train loss %.4f, %.1f examples/s",
+            self.site_name,
+            current_round,
+            metrics[K.ACCURACY_RECEIVED],
+            metrics[K.TRAIN_LOSS],
+            metrics[K.EXAMPLES_PER_S],
         )
         return to_numpy(self.trainer.get_federated()), metrics, self._info()
 

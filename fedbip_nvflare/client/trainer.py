@@ -119,7 +119,9 @@ class TextSiteTrainer:
         for n in self._federated_names:
             value = torch.as_tensor(np.asarray(params[n]) if not isinstance(params[n], torch.Tensor) else params[n])
             if tuple(value.shape) != tuple(current[n].shape):
-                raise ValueError(f"received tensor {n} has shape {tuple(value.shape)}, expected {tuple(current[n].shape)}")
+                raise ValueError(
+                    f"received tensor {n} has shape {tuple(value.shape)}, expected {tuple(current[n].shape)}"
+                )
             state[n] = value.to(torch.float32)
         set_peft_model_state_dict(self.model.backbone, state)
 
@@ -202,6 +204,13 @@ class TextSiteTrainer:
         self.model.backbone.save_pretrained(directory)
         self.save_head(os.path.join(directory, HEAD_FILE))
         with open(os.path.join(directory, LABELS_FILE), "w") as f:
-            json.dump({"task": self.data.task, "label_names": list(self.data.label_names),
-                       "base_model": self.model_name_or_path}, f, indent=2)
+            json.dump(
+                {
+                    "task": self.data.task,
+                    "label_names": list(self.data.label_names),
+                    "base_model": self.model_name_or_path,
+                },
+                f,
+                indent=2,
+            )
         return directory

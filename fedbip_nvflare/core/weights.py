@@ -29,8 +29,9 @@ def _weights(similarity: torch.Tensor, negative: str) -> torch.Tensor:
     degenerate = sums.squeeze(1) <= ROW_SUM_EPS
     if bool(degenerate.any()):
         rows = degenerate.nonzero().flatten().tolist()
-        logger.warning("similarity rows %s sum to <= %g under negative=%r: falling back to self-only", rows,
-                       ROW_SUM_EPS, negative)
+        logger.warning(
+            "similarity rows %s sum to <= %g under negative=%r: falling back to self-only", rows, ROW_SUM_EPS, negative
+        )
         eye = torch.eye(s.shape[0], dtype=s.dtype, device=s.device)
         s[degenerate] = eye[degenerate]
         sums = s.sum(dim=1, keepdim=True)

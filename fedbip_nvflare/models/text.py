@@ -37,7 +37,7 @@ class TextClassifier(nn.Module):
 
     def load_head_state(self, state: Dict[str, torch.Tensor]) -> None:
         """Loads tensors saved by :meth:`head_state`."""
-        self.head.load_state_dict({k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)})
+        self.head.load_state_dict({k[len(HEAD_PREFIX) :]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)})
 
 
 def build_text_classifier(

@@ -15,9 +15,30 @@ from fedbip_nvflare.server.controller import FedBipController, validate_fedbip_o
 
 PACKAGE = "fedbip_nvflare"
 CLIENT_MODES = ("executor", "client_api")
-CLIENT_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                             "custom", "fedbip_client.py")
+CLIENT_SCRIPT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "custom", "fedbip_client.py"
+)
 _SITE_KEYS = ("data", "num_threads", "batch_size", "local_epochs")
+
+
+def client_script_args(settings: Dict[str, Any]) -> str:
+    """The Client API script's command line for the executor's settings.
+
+    Every setting becomes ``--name value`` (lists comma-joined), each data entry ``--data key=value``;
+    NVFlare splits script arguments on white space, so no value may contain any.
+    """
+    args = []
+    for key, value in settings.items():
+        items = value.items() if key == "data" else [(None, value)]
+        for sub, v in items:
+            if v is None:
+                continue
+            text = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+            text = f"{sub}={text}" if sub is not None else text
+            if not text or any(c.isspace() for c in text):
+                raise ValueError(f"client_mode='client_api' cannot pass {key} {text!r}: values must not contain spaces")
+            args += ["--" + key.replace("_", "-"), text]
+    return " ".join(args)
 
 
 def allow_fedbip_components(workspace: str) -> str:
@@ -126,8 +147,15 @@ class FedBipRecipe(Recipe):
         if not isinstance(model, str) or not model:
             raise ValueError("model must be a Hugging Face model id or a local model folder")
         LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(target_modules))
-        TrainSettings(local_epochs=local_epochs, batch_size=batch_size, learning_rate=learning_rate,
-                      head_learning_rate=head_learning_rate, max_length=max_length, num_threads=num_threads, seed=seed)
+        TrainSettings(
+            local_epochs=local_epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            head_learning_rate=head_learning_rate,
+            max_length=max_length,
+            num_threads=num_threads,
+            seed=seed,
+        )
         self.model = model
         self.num_rounds = num_rounds
         self.min_clients = min_clients
@@ -156,10 +184,20 @@ class FedBipRecipe(Recipe):
         job = FedJob(name=name, min_clients=min_clients)
         job.to_server(
             FedBipController(
-                model=model, num_rounds=num_rounds, min_clients=min_clients, layerwise=layerwise, negative=negative,
-                similarity_on=similarity_on, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                target_modules=list(target_modules), seed=seed, train_timeout=train_timeout,
-                validate_timeout=validate_timeout, log_updates=log_updates,
+                model=model,
+                num_rounds=num_rounds,
+                min_clients=min_clients,
+                layerwise=layerwise,
+                negative=negative,
+                similarity_on=similarity_on,
+                lora_r=lora_r,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=list(target_modules),
+                seed=seed,
+                train_timeout=train_timeout,
+                validate_timeout=validate_timeout,
+                log_updates=log_updates,
             ),
             id="fedbip_controller",
         )
@@ -179,15 +217,26 @@ class FedBipRecipe(Recipe):
 
     def _client_settings(self, site_config: Dict[str, Any]) -> Dict[str, Any]:
         settings = dict(
-            model=self.model, data=dict(site_config.get("data", self.data)), lora_r=self.lora_r,
-            lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, target_modules=list(self.target_modules),
+            model=self.model,
+            data=dict(site_config.get("data", self.data)),
+            lora_r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=list(self.target_modules),
             local_epochs=site_config.get("local_epochs", self.local_epochs),
-            batch_size=site_config.get("batch_size", self.batch_size), learning_rate=self.learning_rate,
-            head_learning_rate=self.head_learning_rate, max_length=self.max_length,
-            num_threads=site_config.get("num_threads", self.num_threads), seed=self.seed,
+            batch_size=site_config.get("batch_size", self.batch_size),
+            learning_rate=self.learning_rate,
+            head_learning_rate=self.head_learning_rate,
+            max_length=self.max_length,
+            num_threads=site_config.get("num_threads", self.num_threads),
+            seed=self.seed,
         )
-        if not isinstance(settings["data"], dict) or ("suite" in settings["data"]) == ("train_path" in settings["data"]):
-            raise ValueError(f"data must be a dict with exactly one of 'suite' or 'train_path', got {settings['data']!r}")
+        if not isinstance(settings["data"], dict) or ("suite" in settings["data"]) == (
+            "train_path" in settings["data"]
+        ):
+            raise ValueError(
+                f"data must be a dict with exactly one of 'suite' or 'train_path', got {settings['data']!r}"
+            )
         return settings
 
     def _client_component(self, site_config: Dict[str, Any]):
@@ -199,7 +248,7 @@ class FedBipRecipe(Recipe):
 
         return ScriptRunner(
             script=CLIENT_SCRIPT,
-            script_args=["--config", json.dumps(settings, sort_keys=True)],
+            script_args=client_script_args(settings),
             launch_external_process=self.launch_external_process,
             framework=FrameworkType.RAW,
         )

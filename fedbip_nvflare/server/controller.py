@@ -3,7 +3,7 @@
 import json
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
@@ -121,8 +121,9 @@ class FedBipController(ModelController):
             data = FLModel(
                 params=to_numpy(params), params_type=ParamsType.FULL, current_round=rnd, total_rounds=self.num_rounds
             )
-            self.send_model(task_name=task_name, data=data, targets=[client], min_responses=1, timeout=timeout,
-                            callback=collect)
+            self.send_model(
+                task_name=task_name, data=data, targets=[client], min_responses=1, timeout=timeout, callback=collect
+            )
         while self.get_num_standing_tasks():
             if self.abort_signal.triggered:
                 break
@@ -151,7 +152,9 @@ class FedBipController(ModelController):
                     info[key] = result.meta[key]
             if rnd == 0 and K.ACCURACY_LOCAL in (result.metrics or {}):
                 info["accuracy_before"] = float(result.metrics[K.ACCURACY_LOCAL])
-            info.setdefault("history", []).append({"round": rnd, **{k: float(v) for k, v in (result.metrics or {}).items()}})
+            info.setdefault("history", []).append(
+                {"round": rnd, **{k: float(v) for k, v in (result.metrics or {}).items()}}
+            )
         return accepted, rejected
 
     def _log_round_files(self, rnd: int, sent: Dict[str, Params], accepted: Dict[str, Params]):
@@ -177,10 +180,16 @@ class FedBipController(ModelController):
         sim_vectors = (
             {c: task_vector(accepted[c], self.theta0) for c in clients} if self.similarity_on == "cumulative" else None
         )
-        result = fedbip_aggregate(taus, layerwise=self.layerwise, negative=self.negative, similarity_vectors=sim_vectors)
+        result = fedbip_aggregate(
+            taus, layerwise=self.layerwise, negative=self.negative, similarity_vectors=sim_vectors
+        )
         for c in clients:
             self.thetas[c] = apply_update(sent[c], result.updates[c])
-        return {"clients": clients, "similarity": _matrix_json(result.similarity), "weights": _matrix_json(result.weights)}
+        return {
+            "clients": clients,
+            "similarity": _matrix_json(result.similarity),
+            "weights": _matrix_json(result.weights),
+        }
 
     # -- workflow ------------------------------------------------------------------------------
     def run(self):
@@ -195,8 +204,10 @@ class FedBipController(ModelController):
             self.info(f"resumed from {self.resume_from} after round {last} with {len(self.thetas)} client states")
         else:
             self.theta0 = initial_adapter(resolve_model_path(self.model), self._lora, self.seed)
-        self.info(f"FedBip: {len(self.theta0)} federated tensors, "
-                  f"{sum(t.numel() for t in self.theta0.values())} parameters")
+        self.info(
+            f"FedBip: {len(self.theta0)} federated tensors, "
+            f"{sum(t.numel() for t in self.theta0.values())} parameters"
+        )
 
         for rnd in range(start_round, self.num_rounds):
             self.info(f"FedBip round {rnd + 1}/{self.num_rounds}")
@@ -209,9 +220,14 @@ class FedBipController(ModelController):
             if self.log_updates:
                 self._log_round_files(rnd, sent, accepted)
             record = self.aggregate_round(rnd, sent, accepted) or {"clients": sorted(accepted), "aggregated": False}
-            record.update({"round": rnd, "rejected": rejected,
-                           "missing": sorted(set(clients) - set(results)),
-                           "metrics": {c: {k: float(v) for k, v in (r.metrics or {}).items()} for c, r in results.items()}})
+            record.update(
+                {
+                    "round": rnd,
+                    "rejected": rejected,
+                    "missing": sorted(set(clients) - set(results)),
+                    "metrics": {c: {k: float(v) for k, v in (r.metrics or {}).items()} for c, r in results.items()},
+                }
+            )
             with open(os.path.join(out_dir, K.ROUNDS_FILE), "a") as f:
                 f.write(json.dumps(record) + "\n")
             store.save(rnd, self.theta0, self.thetas, extra={"client_info": self.client_info})
@@ -225,17 +241,22 @@ class FedBipController(ModelController):
         summary = {
             "method": "fedbip-l" if self.layerwise else "fedbip",
             "num_rounds": self.num_rounds,
-            "options": {"layerwise": self.layerwise, "negative": self.negative, "similarity_on": self.similarity_on,
-                        "seed": self.seed, "model": self.model},
+            "options": {
+                "layerwise": self.layerwise,
+                "negative": self.negative,
+                "similarity_on": self.similarity_on,
+                "seed": self.seed,
+                "model": self.model,
+            },
             "clients": {},
         }
         for client in clients:
             info = dict(self.client_info.get(client, {}))
             result = results.get(client)
             if result is not None:
-                info["accuracy"] = float(result.metrics.get(K.ACCURACY, float("nan")))
+                info["accuracy"] = float((result.metrics or {}).get(K.ACCURACY, float("nan")))
                 for key in (K.TASK, K.N_TRAIN, K.N_TEST, K.ADAPTER_DIR):
-                    if key in result.meta:
+                    if key in (result.meta or {}):
                         info[key] = result.meta[key]
             summary["clients"][client] = info
         path = os.path.join(out_dir, K.RESULTS_FILE)
@@ -245,7 +266,11 @@ class FedBipController(ModelController):
 
 
 def validate_fedbip_options(
-    num_rounds: int, min_clients: int, negative: str, similarity_on: str, train_timeout: int = 0,
+    num_rounds: int,
+    min_clients: int,
+    negative: str,
+    similarity_on: str,
+    train_timeout: int = 0,
     validate_timeout: int = 0,
 ) -> None:
     """Checks FedBip's server options, raising ValueError naming the bad one and the allowed values."""

@@ -59,7 +59,9 @@ class ClientStateStore:
             extra: JSON-serialisable extra information stored in ``state.json``.
         """
         os.makedirs(self.root, exist_ok=True)
-        files = {"__theta0__": {"file": INITIAL_FILE, "sha256": _save_atomic(theta0, os.path.join(self.root, INITIAL_FILE))}}
+        files = {
+            "__theta0__": {"file": INITIAL_FILE, "sha256": _save_atomic(theta0, os.path.join(self.root, INITIAL_FILE))}
+        }
         for client, params in thetas.items():
             name = self.file_name(client)
             files[client] = {"file": name, "sha256": _save_atomic(params, os.path.join(self.root, name))}

@@ -1,7 +1,7 @@
 """Main FedBip job: 8 real text tasks, all-MiniLM-L6-v2 + LoRA, NVFlare simulator.
 
-    python jobs/fedbip_text/job.py                          # run in SimEnv, print the per-client table
-    python jobs/fedbip_text/job.py --export --export-dir D  # export the folder `nvflare simulator` takes
+python jobs/fedbip_text/job.py                          # run in SimEnv, print the per-client table
+python jobs/fedbip_text/job.py --export --export-dir D  # export the folder `nvflare simulator` takes
 """
 
 import argparse
@@ -59,12 +59,16 @@ def main():
     run_dir = os.path.join(args.workspace, name)
     results = load_results(run_dir, method="fedbip-l" if args.layerwise else "fedbip")
     path = write_results(results, args.output or run_dir)
-    print(f"\nFedBip{'-L' if args.layerwise else ''} on {args.suite}: {args.num_clients} clients, "
-          f"{args.num_rounds} rounds\n")
+    print(
+        f"\nFedBip{'-L' if args.layerwise else ''} on {args.suite}: {args.num_clients} clients, "
+        f"{args.num_rounds} rounds\n"
+    )
     print(format_table(results))
     print(f"\nresults: {path}\nworkspace: {run_dir}")
-    print("load an adapter: PeftModel.from_pretrained(AutoModel.from_pretrained(base), adapter_dir); "
-          "the private head is adapter_dir/head.safetensors")
+    print(
+        "load an adapter: PeftModel.from_pretrained(AutoModel.from_pretrained(base), adapter_dir); "
+        "the private head is adapter_dir/head.safetensors"
+    )
     return 0
 
 

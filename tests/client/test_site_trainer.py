@@ -1,0 +1,112 @@
+"""The site's local fine-tuning library on the real all-MiniLM-L6-v2 with a tiny real task."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fedbip_nvflare.client import SiteSession, TrainSettings, load_task_data
+from fedbip_nvflare.constants import FedBipKeys as K
+from fedbip_nvflare.models import LoraSettings, initial_adapter
+
+DATA = {"suite": "text-tasks", "n_train": 24, "n_test": 16, "seed": 0}
+SETTINGS = TrainSettings(batch_size=8, max_length=32, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory, minilm_path):
+    return SiteSession("site-1", str(tmp_path_factory.mktemp("site")), minilm_path, DATA, LoraSettings(), SETTINGS)
+
+
+def test_server_initial_adapter_matches_client_adapter_layout(session, minilm_path):
+    theta0 = initial_adapter(minilm_path, LoraSettings(), seed=0)
+    local = session.trainer.get_federated()
+    assert list(theta0) == list(local) == session.trainer.federated_names
+    assert all(theta0[n].shape == local[n].shape for n in theta0)
+    assert all(".lora_A." in n or ".lora_B." in n for n in theta0)
+    again = initial_adapter(minilm_path, LoraSettings(), seed=0)
+    assert all(torch.equal(theta0[n], again[n]) for n in theta0), "θ̄⁰ must be deterministic for a seed"
+    other = initial_adapter(minilm_path, LoraSettings(), seed=1)
+    assert any(not torch.equal(theta0[n], other[n]) for n in theta0 if ".lora_A." in n)
+
+
+def test_train_round_returns_full_params_metrics_and_keeps_head_local(session, minilm_path):
+    theta0 = {n: t.numpy() for n, t in initial_adapter(minilm_path, LoraSettings(), seed=0).items()}
+    params, metrics, meta = session.train(theta0, current_round=0)
+    assert set(params) == set(theta0)
+    assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in params.values())
+    changed = [n for n in params if not np.array_equal(params[n], theta0[n])]
+    assert changed, "local training must change the federated LoRA tensors"
+    assert not any(n.startswith("head.") for n in params), "the head is client-private"
+    for key in (K.ACCURACY_RECEIVED, K.ACCURACY_LOCAL):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics[K.N_EXAMPLES] == 24 and np.isfinite(metrics[K.TRAIN_LOSS])
+    assert meta == {K.TASK: "bbc-news", K.N_TRAIN: 24, K.N_TEST: 16}
+    assert os.path.exists(session.head_path)
+
+
+def test_round_after_first_does_not_report_local_accuracy(session, minilm_path):
+    theta0 = {n: t.numpy() for n, t in initial_adapter(minilm_path, LoraSettings(), seed=0).items()}
+    _, metrics, _ = session.train(theta0, current_round=1)
+    assert K.ACCURACY_LOCAL not in metrics
+
+
+def test_head_persists_across_sessions(session, minilm_path, tmp_path):
+    with torch.no_grad():
+        session.trainer.model.head.weight.add_(0.5)  # differs from any fresh initialisation
+    session.trainer.save_head(session.head_path)
+    fresh = SiteSession("site-1", session.state_dir, minilm_path, DATA, LoraSettings(), SETTINGS)
+    for name, value in session.trainer.model.head_state().items():
+        assert torch.equal(fresh.trainer.model.head_state()[name], value)
+
+
+def test_received_params_must_match_adapter(session):
+    params = {n: t.numpy() for n, t in session.trainer.get_federated().items()}
+    name = next(iter(params))
+    with pytest.raises(ValueError, match="shape"):
+        session.trainer.set_federated({**params, name: np.zeros((3, 3), np.float32)})
+    with pytest.raises(ValueError, match="missing"):
+        session.trainer.set_federated({n: v for n, v in params.items() if n != name})
+
+
+def test_validate_saves_peft_adapter_with_head_and_labels(session, minilm_path):
+    from peft import PeftModel, get_peft_model_state_dict
+    from transformers import AutoModel
+
+    params = {n: t.numpy() for n, t in session.trainer.get_federated().items()}
+    metrics, meta = session.validate(params)
+    assert 0.0 <= metrics[K.ACCURACY] <= 1.0
+    adapter_dir = meta[K.ADAPTER_DIR]
+    loaded = get_peft_model_state_dict(PeftModel.from_pretrained(AutoModel.from_pretrained(minilm_path), adapter_dir))
+    for n, v in params.items():
+        np.testing.assert_array_equal(loaded[n].numpy(), v)
+    with open(os.path.join(adapter_dir, "labels.json")) as f:
+        labels = json.load(f)
+    assert labels["task"] == "bbc-news" and len(labels["label_names"]) == 5
+
+
+def test_data_config_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="exactly one of 'suite'"):
+        load_task_data({}, "site-1")
+    with pytest.raises(ValueError, match="unknown data config keys"):
+        load_task_data({"suite": "text-tasks", "bogus": 1}, "site-1")
+    with pytest.raises(FileNotFoundError):
+        load_task_data({"train_path": str(tmp_path / "missing.csv")}, "site-1")
+
+
+def test_site_files_are_loaded(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\n" + "".join(f"good movie {i},pos\nbad movie {i},neg\n" for i in range(10)))
+    data = load_task_data({"train_path": str(path), "test_fraction": 0.2}, "site-9")
+    assert data.label_names == ["neg", "pos"] and len(data.train.texts) + len(data.test.texts) == 20
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="local_epochs"):
+        TrainSettings(local_epochs=0)
+    with pytest.raises(ValueError, match="target_modules"):
+        LoraSettings(target_modules=())
+    with pytest.raises(ValueError, match="lora r"):
+        LoraSettings(r=0)

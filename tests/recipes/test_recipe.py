@@ -1,0 +1,95 @@
+"""FedBipRecipe: argument validation, export layout, per-site configuration, allow-listing."""
+
+import json
+import os
+
+import pytest
+
+from fedbip_nvflare.recipes import FedBipRecipe, allow_fedbip_components
+
+
+def _export(recipe, tmp_path):
+    recipe.export(str(tmp_path))
+    job_dir = os.path.join(str(tmp_path), recipe.name)
+    configs = {}
+    for root, _, files in os.walk(job_dir):
+        for f in files:
+            if f.endswith(".json"):
+                with open(os.path.join(root, f)) as fh:
+                    configs[os.path.relpath(os.path.join(root, f), job_dir)] = json.load(fh)
+    return job_dir, configs
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"negative": "abs"}, "negative must be one of"),
+        ({"similarity_on": "both"}, "similarity_on must be one of"),
+        ({"num_rounds": 0}, "num_rounds"),
+        ({"min_clients": 0}, "min_clients"),
+        ({"client_mode": "grpc"}, "client_mode"),
+        ({"launch_external_process": True}, "client_api"),
+        ({"lora_r": -1}, "lora r"),
+        ({"target_modules": []}, "target_modules"),
+        ({"local_epochs": 0}, "local_epochs"),
+        ({"train_timeout": -5}, "train_timeout"),
+        ({"model": ""}, "model"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FedBipRecipe(**kwargs)
+
+
+def test_export_uses_installed_package_components(tmp_path):
+    recipe = FedBipRecipe(name="fb", num_rounds=2, min_clients=3, layerwise=True, negative="keep")
+    job_dir, configs = _export(recipe, tmp_path)
+    server = configs["app/config/config_fed_server.json"]
+    client = configs["app/config/config_fed_client.json"]
+    workflow = server["workflows"][0]
+    assert workflow["path"] == "fedbip_nvflare.server.controller.FedBipController"
+    assert workflow["args"]["layerwise"] is True and workflow["args"]["negative"] == "keep"
+    executor = client["executors"][0]
+    assert executor["executor"]["path"] == "fedbip_nvflare.client.executor.FedBipExecutor"
+    assert executor["tasks"] == ["train", "validate"]
+    assert not os.path.exists(os.path.join(job_dir, "app", "custom")), "installed-package mode ships no code"
+    assert configs["meta.json"]["min_clients"] == 3
+
+
+def test_per_site_config_gives_each_site_its_own_data(tmp_path):
+    recipe = FedBipRecipe(
+        name="fb_sites",
+        per_site_config={
+            "site-a": {"data": {"train_path": "/data/a.csv"}},
+            "site-b": {"data": {"train_path": "/data/b.jsonl"}, "num_threads": 1},
+        },
+    )
+    _, configs = _export(recipe, tmp_path)
+    per_site = {k: v for k, v in configs.items() if k.endswith("config_fed_client.json")}
+    data = sorted(c["executors"][0]["executor"]["args"]["data"]["train_path"] for c in per_site.values())
+    assert data == ["/data/a.csv", "/data/b.jsonl"]
+
+
+def test_per_site_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown keys"):
+        FedBipRecipe(per_site_config={"site-a": {"learning_rate_typo": 1}})
+
+
+def test_client_api_mode_ships_the_script(tmp_path):
+    recipe = FedBipRecipe(name="fb_api", client_mode="client_api")
+    job_dir, configs = _export(recipe, tmp_path)
+    shipped = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(job_dir, "app", "custom")) for f in fs]
+    assert any(p.endswith("fedbip_client.py") for p in shipped), "the Client API script travels with the job"
+    client = json.dumps(configs["app/config/config_fed_client.json"])
+    assert "fedbip_client.py" in client
+
+
+def test_allow_list_adds_package_and_keeps_existing_entries(tmp_path):
+    path = allow_fedbip_components(str(tmp_path))
+    with open(path) as f:
+        allow = json.load(f)["class_allow_list"]
+    assert "fedbip_nvflare." in allow
+    assert any(entry.startswith("nvflare.") for entry in allow), "NVFlare's default list is kept"
+    allow_fedbip_components(str(tmp_path))
+    with open(path) as f:
+        assert json.load(f)["class_allow_list"].count("fedbip_nvflare.") == 1
