@@ -95,7 +95,7 @@ class SiteSession:
         self.trainer = TextSiteTrainer(model, task_data, lora, settings)
         self.head_path = os.path.join(state_dir, HEAD_FILE)
         if self.trainer.load_head(self.head_path):
-            logger.info("%s: resumed private head from %s", site_name, self.head_path)
+            logger.info("%s: loaded its private head from %s", site_name, self.head_path)
 
     def _info(self) -> Dict[str, Any]:
         data = self.trainer.data

@@ -56,6 +56,9 @@ def build_text_classifier(
     """
     from peft import get_peft_model
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # NVFlare interleaves many processes' logs: no progress bars
 
     if num_labels < 2:
         raise ValueError(f"a classification task needs at least 2 labels, got {num_labels}")

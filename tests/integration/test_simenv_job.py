@@ -118,3 +118,32 @@ def test_private_head_never_leaves_the_site(finished_job):
     server = _server_dir(finished_job)
     for path in glob.glob(os.path.join(server, "**", "*.safetensors"), recursive=True):
         assert not any(name.startswith("head.") for name in load_file(path)), f"{path} holds a head tensor"
+
+
+def test_a_failing_site_does_not_stop_the_others(tmp_path, minilm_path):
+    from nvflare.recipe.sim_env import SimEnv
+
+    from fedbip_nvflare.recipes import FedBipRecipe
+
+    good = {"suite": "text-tasks", "n_train": 16, "n_test": 16, "seed": 0}
+    recipe = FedBipRecipe(
+        name="fedbip_fault",
+        num_rounds=1,
+        min_clients=2,
+        max_length=32,
+        num_threads=1,
+        per_site_config={
+            "site-1": {"data": good},
+            "site-2": {"data": good},
+            "site-3": {"data": {"train_path": str(tmp_path / "no_such_file.csv")}},
+        },
+    )
+    recipe.execute(SimEnv(clients=["site-1", "site-2", "site-3"], num_threads=2, workspace_root=str(tmp_path)))
+    server = _server_dir(os.path.join(str(tmp_path), "fedbip_fault"))
+    with open(os.path.join(server, K.ROUNDS_FILE)) as f:
+        (round0,) = [json.loads(line) for line in f]
+    assert round0["clients"] == ["site-1", "site-2"] and round0["missing"] == ["site-3"]
+    with open(os.path.join(server, K.RESULTS_FILE)) as f:
+        clients = json.load(f)["clients"]
+    assert "accuracy" in clients["site-1"] and "accuracy" in clients["site-2"]
+    assert "accuracy" not in clients["site-3"], "the failed site has no result, and the job still finished"

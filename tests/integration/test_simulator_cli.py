@@ -20,89 +20,44 @@ def _results(workspace):
         return json.load(f)
 
 
-def test_exported_job_runs_with_nvflare_simulator(tmp_path, minilm_path):
-    export_dir = tmp_path / "export"
-    workspace = tmp_path / "ws"
+def _export_tiny_job(export_dir, num_clients: int, examples: int) -> str:
+    """Exports the main job, shrunk, the way a user does; returns the job folder for `nvflare simulator`."""
+    sizes = ["--num-rounds", "1", "--max-examples", str(examples), "--test-examples", str(examples)]
     _run(
-        [
-            sys.executable,
-            "jobs/fedbip_text/job.py",
-            "--export",
-            "--export-dir",
-            str(export_dir),
-            "--num-clients",
-            "2",
-            "--num-rounds",
-            "1",
-            "--max-examples",
-            "16",
-            "--test-examples",
-            "16",
-            "--max-length",
-            "32",
-        ],
+        [sys.executable, "jobs/fedbip_text/job.py", "--export", "--export-dir", str(export_dir)]
+        + ["--num-clients", str(num_clients), "--max-length", "32"]
+        + sizes,
         cwd=REPO,
     )
-    _run([os.path.join(BIN, "fedbip"), "allow-list", str(workspace)], cwd=REPO)
+    return str(export_dir / "fedbip_text")
+
+
+def test_exported_job_runs_with_nvflare_simulator(tmp_path, minilm_path):
+    job_folder = _export_tiny_job(tmp_path / "export", num_clients=2, examples=16)
+    workspace = str(tmp_path / "ws")
+    _run([os.path.join(BIN, "fedbip"), "allow-list", workspace], cwd=REPO)
     _run(
-        [
-            os.path.join(BIN, "nvflare"),
-            "simulator",
-            str(export_dir / "fedbip_text"),
-            "-w",
-            str(workspace),
-            "-n",
-            "2",
-            "-t",
-            "2",
-        ],
+        [os.path.join(BIN, "nvflare"), "simulator", job_folder, "-w", workspace, "-n", "2", "-t", "2"],
         cwd=str(tmp_path),
     )
-    results = _results(str(workspace))
+    results = _results(workspace)
     assert sorted(results["clients"]) == ["site-1", "site-2"]
     for info in results["clients"].values():
         assert 0.0 <= info["accuracy"] <= 1.0 and os.path.isdir(info["adapter_dir"])
 
 
 def test_without_allow_list_the_simulator_refuses_our_components(tmp_path, minilm_path):
-    export_dir = tmp_path / "export"
-    _run(
-        [
-            sys.executable,
-            "jobs/fedbip_text/job.py",
-            "--export",
-            "--export-dir",
-            str(export_dir),
-            "--num-clients",
-            "1",
-            "--num-rounds",
-            "1",
-            "--max-examples",
-            "8",
-            "--test-examples",
-            "8",
-        ],
-        cwd=REPO,
-    )
+    job_folder = _export_tiny_job(tmp_path / "export", num_clients=1, examples=8)
+    workspace = str(tmp_path / "ws")
     proc = subprocess.run(
-        [
-            os.path.join(BIN, "nvflare"),
-            "simulator",
-            str(export_dir / "fedbip_text"),
-            "-w",
-            str(tmp_path / "ws"),
-            "-n",
-            "1",
-            "-t",
-            "1",
-        ],
+        [os.path.join(BIN, "nvflare"), "simulator", job_folder, "-w", workspace, "-n", "1", "-t", "1"],
         cwd=str(tmp_path),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert "not in allow_list" in proc.stdout + proc.stderr
-    assert not os.path.exists(os.path.join(tmp_path, "ws", "server", "simulate_job", "fedbip", "results.json"))
+    assert not os.path.exists(os.path.join(workspace, "server", "simulate_job", "fedbip", "results.json"))
 
 
 def test_client_api_mode_runs_in_simenv(tmp_path, minilm_path):
