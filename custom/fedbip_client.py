@@ -42,6 +42,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--num-threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-lora", default="True", choices=["True", "False"], help="False: head-only probe")
+    p.add_argument("--federate-head", default="False", choices=["True", "False"], help="True: the head travels")
     p.add_argument("--state-dir", default=None, help="site folder for the private head and final adapter")
     return p.parse_args()
 
@@ -71,6 +73,8 @@ def main() -> None:
         max_length=args.max_length,
         num_threads=args.num_threads,
         seed=args.seed,
+        train_lora=args.train_lora == "True",
+        federate_head=args.federate_head == "True",
     )
     session = SiteSession(site, state_dir, args.model, parse_data(args.data), lora, settings)
 

@@ -39,6 +39,8 @@ class FedBipExecutor(Executor):
         max_length: Token truncation length.
         num_threads: torch CPU threads (None: torch default).
         seed: Seed (head init, shuffling); LoRA init comes from the server's θ̄⁰.
+        train_lora: False trains only the head on the frozen backbone (the "probe" baseline).
+        federate_head: Send the head with the LoRA tensors (all sites must share one label space).
         train_task_name: Name of the train task.
         validate_task_name: Name of the validate task.
     """
@@ -59,6 +61,8 @@ class FedBipExecutor(Executor):
         max_length: int = 128,
         num_threads: Optional[int] = None,
         seed: int = 0,
+        train_lora: bool = True,
+        federate_head: bool = False,
         train_task_name: str = K.TRAIN_TASK,
         validate_task_name: str = K.VALIDATE_TASK,
     ):
@@ -77,6 +81,8 @@ class FedBipExecutor(Executor):
         self.max_length = max_length
         self.num_threads = num_threads
         self.seed = seed
+        self.train_lora = train_lora
+        self.federate_head = federate_head
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
         if not isinstance(self.data, dict):
@@ -91,6 +97,8 @@ class FedBipExecutor(Executor):
             max_length=max_length,
             num_threads=num_threads,
             seed=seed,
+            train_lora=train_lora,
+            federate_head=federate_head,
         )
         self._session: Optional[SiteSession] = None
         self._state_dir: Optional[str] = None

@@ -18,6 +18,10 @@ class TrainSettings:
         eval_batch_size: Batch size for evaluation.
         num_threads: torch CPU threads for this site (None: torch's default).
         seed: Seed for shuffling and head initialisation.
+        train_lora: Train the LoRA tensors; False trains only the head on the frozen pre-trained backbone
+            (a linear probe: LoRA's B stays zero, so the adapter adds nothing).
+        federate_head: The classification head is federated with the LoRA tensors instead of staying
+            private (only for clients that share one label space).
     """
 
     local_epochs: int = 1
@@ -29,6 +33,8 @@ class TrainSettings:
     eval_batch_size: int = 64
     num_threads: Optional[int] = None
     seed: int = 0
+    train_lora: bool = True
+    federate_head: bool = False
 
     def __post_init__(self):
         for name in ("local_epochs", "batch_size", "max_length", "eval_batch_size"):

@@ -1,8 +1,9 @@
 """One site's side of FedBip, independent of how NVFlare delivers tasks (Executor or Client API)."""
 
+import json
 import logging
 import os
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 
@@ -14,13 +15,18 @@ from fedbip_nvflare.models import LoraSettings
 
 logger = logging.getLogger(__name__)
 
+HISTORY_FILE = "history.json"
+
 
 def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
     """Loads a site's data from its data configuration.
 
     Args:
         data: Either ``{"suite": "text-tasks", "n_train": 300, "n_test": 200, "seed": 0}`` (a built-in
-            offline suite; the site's name picks its task) or ``{"train_path": ..., "test_path": ...,
+            offline suite, see :func:`fedbip_nvflare.data.load_suite_site`; the site's name picks its data),
+            optionally with ``"data_dir"`` and the suite options ``"num_clients"`` (int, required by
+            ``label-skew``), ``"group_size"`` (int, ``text-groups``, default 2) and ``"alpha"`` (float,
+            ``label-skew``, default 1.0), or ``{"train_path": ..., "test_path": ...,
             "task": ..., "max_train": ..., "max_test": ..., "seed": ...}`` (the site's own CSV/JSONL files
             with ``text`` and ``label`` columns).
         site_name: This site's name.
@@ -29,10 +35,11 @@ def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
         The site's task data.
 
     Raises:
-        ValueError: Neither or both of ``suite`` and ``train_path`` are given, or unknown keys.
+        ValueError: Neither or both of ``suite`` and ``train_path`` are given, unknown keys, or invalid suite
+            options (e.g. ``label-skew`` without ``num_clients``).
     """
     data = dict(data or {})
-    suite_keys = {"suite", "n_train", "n_test", "seed", "data_dir"}
+    suite_keys = {"suite", "n_train", "n_test", "seed", "data_dir", "num_clients", "group_size", "alpha"}
     file_keys = {"train_path", "test_path", "task", "max_train", "max_test", "seed", "test_fraction"}
     if ("suite" in data) == ("train_path" in data):
         raise ValueError(
@@ -51,6 +58,9 @@ def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
             n_test=int(data.get("n_test", 200)),
             seed=int(data.get("seed", 0)),
             data_dir=data.get("data_dir"),
+            num_clients=None if data.get("num_clients") is None else int(data["num_clients"]),
+            group_size=int(data.get("group_size", 2)),
+            alpha=float(data.get("alpha", 1.0)),
         )
     return load_site_data(
         data["train_path"],
@@ -63,9 +73,9 @@ def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
     )
 
 
-def to_numpy(params: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
-    """fp32 numpy copies of tensors (NVFlare's default exchange format)."""
-    return {n: t.detach().float().cpu().numpy().copy() for n, t in params.items()}
+def to_numpy(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """fp32 numpy copies of tensors or arrays (NVFlare's default exchange format)."""
+    return {n: torch.as_tensor(t).detach().float().cpu().numpy().copy() for n, t in params.items()}
 
 
 class SiteSession:
@@ -94,6 +104,7 @@ class SiteSession:
         task_data = load_task_data(data, site_name)
         self.trainer = TextSiteTrainer(model, task_data, lora, settings)
         self.head_path = os.path.join(state_dir, HEAD_FILE)
+        self.history_path = os.path.join(state_dir, HISTORY_FILE)
         if self.trainer.load_head(self.head_path):
             logger.info("%s: loaded its private head from %s", site_name, self.head_path)
 
@@ -119,6 +130,7 @@ class SiteSession:
         if current_round == 0:
             metrics[K.ACCURACY_LOCAL] = self.trainer.evaluate()
         self.trainer.save_head(self.head_path)
+        self._record(current_round, metrics)
         logger.info(
             "%s round %d: received acc %.4f, train loss %.4f, %.1f examples/s",
             self.site_name,
@@ -128,6 +140,21 @@ class SiteSession:
             metrics[K.EXAMPLES_PER_S],
         )
         return to_numpy(self.trainer.get_federated()), metrics, self._info()
+
+    def _history(self) -> List[Dict[str, float]]:
+        if not os.path.exists(self.history_path):
+            return []
+        with open(self.history_path) as f:
+            return json.load(f)
+
+    def _record(self, current_round: int, metrics: Mapping[str, float]) -> None:
+        """Appends the round's metrics to the site's own record (the process may not live to the next task)."""
+        history = [h for h in self._history() if h["round"] != current_round]
+        history.append({"round": current_round, **{k: float(v) for k, v in metrics.items()}})
+        tmp = self.history_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(history, f)
+        os.replace(tmp, self.history_path)
 
     def validate(self, params: Mapping[str, Any]) -> Tuple[Dict[str, float], Dict[str, Any]]:
         """Evaluates and saves the final personalized model.
@@ -140,5 +167,10 @@ class SiteSession:
         adapter_dir = self.trainer.save_personalized(os.path.join(self.state_dir, K.ADAPTER_FOLDER))
         meta = self._info()
         meta[K.ADAPTER_DIR] = os.path.abspath(adapter_dir)
+        history = self._history()
+        meta["history"] = history
+        first = [h for h in history if h["round"] == 0 and K.ACCURACY_LOCAL in h]
+        if first:
+            meta["accuracy_before"] = first[-1][K.ACCURACY_LOCAL]
         logger.info("%s: personalized model accuracy %.4f, adapter saved to %s", self.site_name, accuracy, adapter_dir)
         return {K.ACCURACY: accuracy}, meta

@@ -77,14 +77,16 @@ class TextSiteTrainer:
             model_name_or_path, len(data.label_names), lora, seed=settings.seed
         )
         self.model.to(self.device)
-        self._federated_names = list(get_peft_model_state_dict(self.model.backbone).keys())
+        self._lora_names = list(get_peft_model_state_dict(self.model.backbone).keys())
+        head_names = list(self.model.head_state()) if settings.federate_head else []
+        self._federated_names = self._lora_names + head_names
         self._train = _Encoded(data.train, self.tokenizer, settings.max_length)
         self._test = _Encoded(data.test, self.tokenizer, settings.max_length)
         self._epochs_done = 0
 
     @property
     def federated_names(self) -> List[str]:
-        """Names of the federated (LoRA) tensors, as in peft's adapter state dict."""
+        """Names of the federated tensors: LoRA (peft's adapter state-dict names), plus ``head.*`` if federated."""
         return list(self._federated_names)
 
     @property
@@ -96,7 +98,9 @@ class TextSiteTrainer:
         """The current federated tensors (CPU, fp32 copies)."""
         from peft import get_peft_model_state_dict
 
-        state = get_peft_model_state_dict(self.model.backbone)
+        state = dict(get_peft_model_state_dict(self.model.backbone))
+        if self.settings.federate_head:
+            state.update(self.model.head_state())
         return {n: state[n].detach().float().cpu().clone() for n in self._federated_names}
 
     def set_federated(self, params: Mapping[str, object]) -> None:
@@ -112,7 +116,8 @@ class TextSiteTrainer:
         if missing or extra:
             raise ValueError(
                 f"received federated tensors do not match this site's LoRA adapter: missing {missing[:3]}, "
-                f"unexpected {extra[:3]}; every site and the server must use the same model and LoRA settings"
+                f"unexpected {extra[:3]}; every site and the server must use the same model, LoRA settings and "
+                "federate_head setting"
             )
         current = self.get_federated()
         state = {}
@@ -123,7 +128,9 @@ class TextSiteTrainer:
                     f"received tensor {n} has shape {tuple(value.shape)}, expected {tuple(current[n].shape)}"
                 )
             state[n] = value.to(torch.float32)
-        set_peft_model_state_dict(self.model.backbone, state)
+        set_peft_model_state_dict(self.model.backbone, {n: state[n] for n in self._lora_names})
+        if self.settings.federate_head:
+            self.model.load_head_state({n: state[n].to(self.device) for n in state if n not in self._lora_names})
 
     def train(self, epochs: Optional[int] = None) -> Dict[str, float]:
         """Fine-tunes LoRA and head for ``epochs`` (default ``settings.local_epochs``) with a fresh AdamW.
@@ -136,10 +143,13 @@ class TextSiteTrainer:
         head_params = list(self.model.head.parameters())
         head_ids = {id(p) for p in head_params}
         lora_params = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
-        optimizer = torch.optim.AdamW(
-            [{"params": lora_params, "lr": s.learning_rate}, {"params": head_params, "lr": s.head_learning_rate}],
-            weight_decay=s.weight_decay,
-        )
+        groups = [{"params": head_params, "lr": s.head_learning_rate}]
+        if s.train_lora:
+            groups.append({"params": lora_params, "lr": s.learning_rate})
+        else:  # probe: no gradient reaches the backbone at all
+            for p in lora_params:
+                p.requires_grad_(False)
+        optimizer = torch.optim.AdamW(groups, weight_decay=s.weight_decay)
         self.model.train()
         losses: List[float] = []
         seen = 0

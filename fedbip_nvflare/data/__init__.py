@@ -1,9 +1,10 @@
 """Site data loading: files a site points at, and the built-in offline benchmark suites."""
 
-from fedbip_nvflare.data.suites import SUITES, TEXT_TASKS, load_suite_site, site_names
+from fedbip_nvflare.data.suites import GROUP_TASKS, SUITES, TEXT_TASKS, load_suite_site, site_names, suite_groups
 from fedbip_nvflare.data.text import TextSplit, TextTaskData, load_site_data, load_text_file
 
 __all__ = [
+    "GROUP_TASKS",
     "SUITES",
     "TEXT_TASKS",
     "TextSplit",
@@ -12,4 +13,5 @@ __all__ = [
     "load_suite_site",
     "load_text_file",
     "site_names",
+    "suite_groups",
 ]

@@ -2,11 +2,12 @@
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
 DEFAULT_TEXT_TARGETS: Tuple[str, ...] = ("query", "value")
+HEAD_PREFIX = "head."
 
 
 @dataclass
@@ -45,7 +46,9 @@ class LoraSettings:
         )
 
 
-def _init_lora_tensor(name: str, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+def _init_lora_tensor(
+    name: str, shape: Sequence[int], generator: torch.Generator, head_fan_in: Optional[int] = None
+) -> torch.Tensor:
     # Matches peft's default init: A ~ kaiming_uniform(a=√5) = U(±1/√fan_in), B = 0.
     if ".lora_A." in name:
         bound = 1.0 / math.sqrt(shape[1])
@@ -54,10 +57,15 @@ def _init_lora_tensor(name: str, shape: Sequence[int], generator: torch.Generato
         return torch.zeros(tuple(shape))
     if ".lora_embedding_B" in name:
         return torch.randn(tuple(shape), generator=generator)
-    raise ValueError(f"cannot initialise adapter tensor {name!r}: only LoRA A/B tensors are supported")
+    if name.startswith(HEAD_PREFIX) and head_fan_in:  # nn.Linear's default: U(±1/√fan_in), weight and bias
+        bound = 1.0 / math.sqrt(head_fan_in)
+        return (torch.rand(tuple(shape), generator=generator) * 2 - 1) * bound
+    raise ValueError(f"cannot initialise adapter tensor {name!r}: only LoRA A/B and head tensors are supported")
 
 
-def adapter_shapes(model_name_or_path: str, lora: LoraSettings) -> Dict[str, Tuple[int, ...]]:
+def adapter_shapes(
+    model_name_or_path: str, lora: LoraSettings, head_labels: Optional[int] = None
+) -> Dict[str, Tuple[int, ...]]:
     """Names and shapes of the LoRA tensors peft creates on a model, from its config alone.
 
     The model is built on the meta device, so no base weights are loaded or allocated.
@@ -65,9 +73,11 @@ def adapter_shapes(model_name_or_path: str, lora: LoraSettings) -> Dict[str, Tup
     Args:
         model_name_or_path: HF model id or local folder (only ``config.json`` is read).
         lora: LoRA settings.
+        head_labels: With a federated classification head, its number of labels (adds ``head.weight``
+            ``[labels, hidden]`` and ``head.bias``).
 
     Returns:
-        ``{name: shape}`` in peft's adapter state-dict order and naming.
+        ``{name: shape}`` in peft's adapter state-dict order and naming, then the head's tensors.
     """
     from peft import get_peft_model, get_peft_model_state_dict
     from transformers import AutoConfig, AutoModel
@@ -76,19 +86,28 @@ def adapter_shapes(model_name_or_path: str, lora: LoraSettings) -> Dict[str, Tup
     with torch.device("meta"):
         backbone = AutoModel.from_config(config)
     peft_model = get_peft_model(backbone, lora.peft_config())
-    return {n: tuple(t.shape) for n, t in get_peft_model_state_dict(peft_model).items()}
+    shapes = {n: tuple(t.shape) for n, t in get_peft_model_state_dict(peft_model).items()}
+    if head_labels is not None:
+        shapes[HEAD_PREFIX + "weight"] = (int(head_labels), int(config.hidden_size))
+        shapes[HEAD_PREFIX + "bias"] = (int(head_labels),)
+    return shapes
 
 
-def initial_adapter(model_name_or_path: str, lora: LoraSettings, seed: int = 0) -> Dict[str, torch.Tensor]:
+def initial_adapter(
+    model_name_or_path: str, lora: LoraSettings, seed: int = 0, head_labels: Optional[int] = None
+) -> Dict[str, torch.Tensor]:
     """The initial federated parameters θ̄⁰ every client starts from (deterministic for a seed).
 
     Args:
         model_name_or_path: HF model id or local folder.
         lora: LoRA settings.
         seed: Seed of the initialisation.
+        head_labels: Number of labels of a federated head (None: the head is client-private).
 
     Returns:
-        ``{name: fp32 tensor}`` named as peft's ``get_peft_model_state_dict``.
+        ``{name: fp32 tensor}`` named as peft's ``get_peft_model_state_dict`` (plus ``head.*``).
     """
     generator = torch.Generator().manual_seed(int(seed))
-    return {n: _init_lora_tensor(n, s, generator) for n, s in adapter_shapes(model_name_or_path, lora).items()}
+    shapes = adapter_shapes(model_name_or_path, lora, head_labels)
+    fan_in = shapes[HEAD_PREFIX + "weight"][1] if head_labels is not None else None
+    return {n: _init_lora_tensor(n, s, generator, fan_in) for n, s in shapes.items()}

@@ -5,10 +5,8 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from fedbip_nvflare.models.lora import LoraSettings
+from fedbip_nvflare.models.lora import HEAD_PREFIX, LoraSettings
 from fedbip_nvflare.models.resolve import resolve_model_path
-
-HEAD_PREFIX = "head."
 
 
 class TextClassifier(nn.Module):

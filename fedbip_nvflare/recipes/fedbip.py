@@ -11,7 +11,12 @@ from fedbip_nvflare.client.executor import FedBipExecutor
 from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS, LoraSettings
-from fedbip_nvflare.server.controller import FedBipController, validate_fedbip_options
+from fedbip_nvflare.server.controller import (
+    FedBipController,
+    validate_aggregation,
+    validate_fedbip_options,
+    validate_head_options,
+)
 
 PACKAGE = "fedbip_nvflare"
 CLIENT_MODES = ("executor", "client_api")
@@ -108,6 +113,14 @@ class FedBipRecipe(Recipe):
         launch_external_process: With ``client_mode="client_api"``, run the script in its own process.
         per_site_config: ``{site: {"data": {...}, "num_threads": ..., "batch_size": ..., "local_epochs": ...}}``.
         log_updates: Server saves what each client was sent and returned every round.
+        aggregation: Server rule: "fedbip" (default); a baseline through the same workflow ("local",
+            "fedamp", "oracle-groups"; see ``FedBipController``); or "fedavg": NVFlare's own ``FedAvg``
+            workflow averaging the LoRA tensors (heads stay local), then a final validate task.
+        aggregation_options: Options of a baseline rule (FedAMP ``sigma``/``self_weight``; oracle ``groups``).
+        train_lora: False trains only each site's head on the frozen backbone: with ``aggregation="local"``
+            this is the "probe" baseline (how much the federated LoRA part adds at all).
+        federate_head: Federate the classification head too (clients sharing one label space).
+        num_labels: The shared number of labels, required with ``federate_head``.
     """
 
     def __init__(
@@ -138,8 +151,19 @@ class FedBipRecipe(Recipe):
         launch_external_process: bool = False,
         per_site_config: Optional[Dict[str, Dict[str, Any]]] = None,
         log_updates: bool = False,
+        aggregation: str = "fedbip",
+        aggregation_options: Optional[Dict[str, Any]] = None,
+        train_lora: bool = True,
+        federate_head: bool = False,
+        num_labels: Optional[int] = None,
     ):
         validate_fedbip_options(num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout)
+        if aggregation == "fedavg":
+            if aggregation_options:
+                raise ValueError(f"aggregation 'fedavg' takes no aggregation_options, got {aggregation_options!r}")
+        else:
+            validate_aggregation(aggregation, dict(aggregation_options or {}))
+        validate_head_options(federate_head, num_labels)
         if client_mode not in CLIENT_MODES:
             raise ValueError(f"client_mode must be one of {CLIENT_MODES}, got {client_mode!r}")
         if launch_external_process and client_mode != "client_api":
@@ -180,31 +204,58 @@ class FedBipRecipe(Recipe):
         self.launch_external_process = launch_external_process
         self.per_site_config = None
         self.log_updates = log_updates
+        self.aggregation = aggregation
+        self.aggregation_options = dict(aggregation_options or {})
+        self.train_lora = train_lora
+        self.federate_head = federate_head
+        self.num_labels = num_labels
 
         job = FedJob(name=name, min_clients=min_clients)
-        job.to_server(
-            FedBipController(
-                model=model,
-                num_rounds=num_rounds,
-                min_clients=min_clients,
-                layerwise=layerwise,
-                negative=negative,
-                similarity_on=similarity_on,
-                lora_r=lora_r,
-                lora_alpha=lora_alpha,
-                lora_dropout=lora_dropout,
-                target_modules=list(target_modules),
-                seed=seed,
-                train_timeout=train_timeout,
-                validate_timeout=validate_timeout,
-                log_updates=log_updates,
-            ),
-            id="fedbip_controller",
-        )
+        for component, component_id in self._server_components():
+            job.to_server(component, id=component_id)
         job.set_app_packages([PACKAGE])
         Recipe.__init__(self, job)
         if per_site_config is not None:
             self.set_per_site_config(per_site_config)
+
+    def _server_components(self) -> List[tuple]:
+        """The server's workflows and components, in order, as ``(component, id)`` pairs."""
+        lora = dict(
+            lora_r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=list(self.target_modules),
+        )
+        head_labels = self.num_labels if self.federate_head else None
+        if self.aggregation == "fedavg":
+            from nvflare.app_common.workflows.fedavg import FedAvg
+
+            from fedbip_nvflare.server.final_validation import FinalValidation
+            from fedbip_nvflare.server.persistor import AdapterPersistor
+
+            return [
+                (AdapterPersistor(model=self.model, seed=self.seed, num_labels=head_labels, **lora), "persistor"),
+                (FedAvg(num_clients=self.min_clients, num_rounds=self.num_rounds, persistor_id="persistor"), "fedavg"),
+                (FinalValidation(method="fedavg", num_rounds=self.num_rounds, persistor_id="persistor"), "final"),
+            ]
+        controller = FedBipController(
+            model=self.model,
+            num_rounds=self.num_rounds,
+            min_clients=self.min_clients,
+            layerwise=self.layerwise,
+            negative=self.negative,
+            similarity_on=self.similarity_on,
+            seed=self.seed,
+            train_timeout=self.train_timeout,
+            validate_timeout=self.validate_timeout,
+            log_updates=self.log_updates,
+            aggregation=self.aggregation,
+            aggregation_options=self.aggregation_options,
+            federate_head=self.federate_head,
+            num_labels=self.num_labels,
+            **lora,
+        )
+        return [(controller, "fedbip_controller")]
 
     # -- per-site configuration ------------------------------------------------------------------
     def _apply_per_site_config(self, config: Dict[str, Dict]) -> None:
@@ -230,6 +281,8 @@ class FedBipRecipe(Recipe):
             max_length=self.max_length,
             num_threads=site_config.get("num_threads", self.num_threads),
             seed=self.seed,
+            train_lora=self.train_lora,
+            federate_head=self.federate_head,
         )
         if not isinstance(settings["data"], dict) or ("suite" in settings["data"]) == (
             "train_path" in settings["data"]

@@ -2,34 +2,36 @@
 
 import json
 import os
-import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
-from nvflare.app_common.workflows.model_controller import ModelController
 
-from fedbip_nvflare.client.site import to_numpy
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.core import (
     NEGATIVE_POLICIES,
     SIMILARITY_ON,
     apply_update,
     check_update,
+    combine,
     fedbip_aggregate,
     task_vector,
 )
+from fedbip_nvflare.core.baselines import fedamp_weights, group_weights, local_weights
 from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS, LoraSettings, initial_adapter, resolve_model_path
 from fedbip_nvflare.server.state import ClientStateStore
+from fedbip_nvflare.server.targeted import TargetedTasksController
 
 Params = Dict[str, torch.Tensor]
+
+AGGREGATIONS = ("fedbip", "local", "fedamp", "oracle-groups")
 
 
 def _matrix_json(m) -> object:
     return {g: v.tolist() for g, v in m.items()} if isinstance(m, dict) else m.tolist()
 
 
-class FedBipController(ModelController):
+class FedBipController(TargetedTasksController):
     """Runs FedBip: every round each client gets one task with only its own θ̄_i, and the server
     updates ``θ̄_i ← θ̄_i + Σ_k p_ik τ_k`` from the FULL federated parameters the clients return.
 
@@ -59,6 +61,13 @@ class FedBipController(ModelController):
         log_updates: Also save, every round, what each client was sent and returned (for audits/tests).
         train_task_name: Name of the train task.
         validate_task_name: Name of the validate task.
+        aggregation: The server rule: "fedbip" (default), or a baseline run through the same workflow:
+            "local" (no mixing), "fedamp" (attentive message passing on the raw parameters) or
+            "oracle-groups" (uniform averaging within known client groups).
+        aggregation_options: Options of the baseline rule: ``{"sigma", "self_weight"}`` for "fedamp",
+            ``{"groups": {client: group}}`` for "oracle-groups".
+        federate_head: Federate the classification head with the LoRA tensors (shared label space only).
+        num_labels: The shared number of labels, required with ``federate_head``.
     """
 
     def __init__(
@@ -80,6 +89,10 @@ class FedBipController(ModelController):
         log_updates: bool = False,
         train_task_name: str = K.TRAIN_TASK,
         validate_task_name: str = K.VALIDATE_TASK,
+        aggregation: str = "fedbip",
+        aggregation_options: Optional[dict] = None,
+        federate_head: bool = False,
+        num_labels: Optional[int] = None,
     ):
         super().__init__(persistor_id="", ignore_result_error=True)
         self.model = model
@@ -99,40 +112,19 @@ class FedBipController(ModelController):
         self.log_updates = log_updates
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
+        self.aggregation = aggregation
+        self.aggregation_options = dict(aggregation_options or {})
         validate_fedbip_options(num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout)
+        self.federate_head = federate_head
+        self.num_labels = num_labels
+        validate_aggregation(aggregation, self.aggregation_options)
+        validate_head_options(federate_head, num_labels)
         self._lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
         self.theta0: Params = {}
         self.thetas: Dict[str, Params] = {}
         self.client_info: Dict[str, dict] = {}
 
     # -- helpers -------------------------------------------------------------------------------
-    def _out_dir(self) -> str:
-        return os.path.join(self.get_run_dir(), K.STATE_DIR)
-
-    def _send_all(self, task_name: str, rnd: int, payloads: Dict[str, Params], timeout: int) -> Dict[str, FLModel]:
-        """Sends each client its own payload as a separate targeted task and waits for all of them."""
-        results: Dict[str, FLModel] = {}
-
-        def collect(result: FLModel) -> bool:
-            results[result.meta.get("client_name")] = result
-            return True
-
-        for client, params in payloads.items():
-            data = FLModel(
-                params=to_numpy(params), params_type=ParamsType.FULL, current_round=rnd, total_rounds=self.num_rounds
-            )
-            self.send_model(
-                task_name=task_name, data=data, targets=[client], min_responses=1, timeout=timeout, callback=collect
-            )
-        while self.get_num_standing_tasks():
-            if self.abort_signal.triggered:
-                break
-            time.sleep(self._task_check_period)
-        missing = sorted(set(payloads) - set(results))
-        if missing:
-            self.warning(f"{task_name} round {rnd}: no valid result from {missing} (failed, timed out or aborted)")
-        return results
-
     def _accept(self, rnd: int, sent: Dict[str, Params], results: Dict[str, FLModel]):
         accepted: Dict[str, Params] = {}
         rejected: Dict[str, str] = {}
@@ -160,7 +152,7 @@ class FedBipController(ModelController):
     def _log_round_files(self, rnd: int, sent: Dict[str, Params], accepted: Dict[str, Params]):
         from safetensors.torch import save_file
 
-        folder = os.path.join(self._out_dir(), "updates", f"round_{rnd:03d}")
+        folder = os.path.join(self.out_dir(), "updates", f"round_{rnd:03d}")
         os.makedirs(folder, exist_ok=True)
         for client, params in accepted.items():
             name = ClientStateStore.file_name(client)
@@ -176,6 +168,8 @@ class FedBipController(ModelController):
             )
             return None
         clients = sorted(accepted)
+        if self.aggregation != "fedbip":
+            return self._aggregate_baseline(clients, sent, accepted)
         taus = {c: task_vector(accepted[c], sent[c]) for c in clients}
         sim_vectors = (
             {c: task_vector(accepted[c], self.theta0) for c in clients} if self.similarity_on == "cumulative" else None
@@ -191,9 +185,31 @@ class FedBipController(ModelController):
             "weights": _matrix_json(result.weights),
         }
 
+    def _aggregate_baseline(self, clients: List[str], sent: Dict[str, Params], accepted: Dict[str, Params]) -> dict:
+        if self.aggregation == "fedamp":
+            weights = fedamp_weights([accepted[c] for c in clients], **self.aggregation_options)
+            mixed = combine({c: accepted[c] for c in clients}, weights)
+            self.thetas.update(mixed)
+        else:
+            if self.aggregation == "local":
+                weights = local_weights(len(clients))
+            else:
+                weights = group_weights(clients, self.aggregation_options["groups"])
+            updates = combine({c: task_vector(accepted[c], sent[c]) for c in clients}, weights)
+            for c in clients:
+                self.thetas[c] = apply_update(sent[c], updates[c])
+        return {"clients": clients, "weights": weights.tolist()}
+
+    def method_name(self) -> str:
+        """The method's name in results: fedbip, fedbip-l, fedbip-cumulative, or the baseline's name."""
+        if self.aggregation != "fedbip":
+            return self.aggregation
+        name = "fedbip-l" if self.layerwise else "fedbip"
+        return name + ("-cumulative" if self.similarity_on == "cumulative" else "")
+
     # -- workflow ------------------------------------------------------------------------------
     def run(self):
-        out_dir = self._out_dir()
+        out_dir = self.out_dir()
         os.makedirs(out_dir, exist_ok=True)
         store = ClientStateStore(os.path.join(out_dir, "state"))
         start_round = 0
@@ -203,7 +219,8 @@ class FedBipController(ModelController):
             start_round = last + 1
             self.info(f"resumed from {self.resume_from} after round {last} with {len(self.thetas)} client states")
         else:
-            self.theta0 = initial_adapter(resolve_model_path(self.model), self._lora, self.seed)
+            head_labels = self.num_labels if self.federate_head else None
+            self.theta0 = initial_adapter(resolve_model_path(self.model), self._lora, self.seed, head_labels)
         self.info(
             f"FedBip: {len(self.theta0)} federated tensors, "
             f"{sum(t.numel() for t in self.theta0.values())} parameters"
@@ -213,7 +230,7 @@ class FedBipController(ModelController):
             self.info(f"FedBip round {rnd + 1}/{self.num_rounds}")
             clients = self.sample_clients()
             sent = {c: self.thetas.get(c, self.theta0) for c in clients}
-            results = self._send_all(self.train_task_name, rnd, sent, self.train_timeout)
+            results = self.send_to_each(self.train_task_name, rnd, sent, self.train_timeout, self.num_rounds)
             if self.abort_signal.triggered:
                 return
             accepted, rejected = self._accept(rnd, sent, results)
@@ -237,32 +254,17 @@ class FedBipController(ModelController):
     def _final_validation(self, out_dir: str):
         clients = self.sample_clients()
         final = {c: self.thetas.get(c, self.theta0) for c in clients}
-        results = self._send_all(self.validate_task_name, self.num_rounds, final, self.validate_timeout)
-        summary = {
-            "method": "fedbip-l" if self.layerwise else "fedbip",
-            "num_rounds": self.num_rounds,
-            "options": {
-                "layerwise": self.layerwise,
-                "negative": self.negative,
-                "similarity_on": self.similarity_on,
-                "seed": self.seed,
-                "model": self.model,
-            },
-            "clients": {},
+        validated = self.send_to_each(self.validate_task_name, self.num_rounds, final, self.validate_timeout, None)
+        options = {
+            "aggregation": self.aggregation,
+            "layerwise": self.layerwise,
+            "negative": self.negative,
+            "similarity_on": self.similarity_on,
+            "federate_head": self.federate_head,
+            "seed": self.seed,
+            "model": self.model,
         }
-        for client in clients:
-            info = dict(self.client_info.get(client, {}))
-            result = results.get(client)
-            if result is not None:
-                info["accuracy"] = float((result.metrics or {}).get(K.ACCURACY, float("nan")))
-                for key in (K.TASK, K.N_TRAIN, K.N_TEST, K.ADAPTER_DIR):
-                    if key in (result.meta or {}):
-                        info[key] = result.meta[key]
-            summary["clients"][client] = info
-        path = os.path.join(out_dir, K.RESULTS_FILE)
-        with open(path, "w") as f:
-            json.dump(summary, f, indent=2)
-        self.info(f"FedBip finished; per-client results in {path}")
+        self.write_results(self.method_name(), self.num_rounds, options, self.client_info, validated, clients)
 
 
 def validate_fedbip_options(
@@ -285,3 +287,23 @@ def validate_fedbip_options(
     for name, value in (("train_timeout", train_timeout), ("validate_timeout", validate_timeout)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an int >= 0 seconds (0: no limit), got {value!r}")
+
+
+def validate_aggregation(aggregation: str, options: dict) -> None:
+    """Checks the server rule and its options, raising ValueError naming what is wrong."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    allowed = {"fedbip": set(), "local": set(), "fedamp": {"sigma", "self_weight"}, "oracle-groups": {"groups"}}
+    unknown = sorted(set(options) - allowed[aggregation])
+    if unknown:
+        raise ValueError(f"aggregation {aggregation!r} takes options {sorted(allowed[aggregation])}, got {unknown}")
+    if aggregation == "oracle-groups" and not isinstance(options.get("groups"), dict):
+        raise ValueError("aggregation 'oracle-groups' needs aggregation_options={'groups': {client: group}}")
+    if aggregation == "fedamp":
+        fedamp_weights([{}], **options)  # validates sigma and self_weight
+
+
+def validate_head_options(federate_head: bool, num_labels: Optional[int]) -> None:
+    """A federated head needs the shared number of labels."""
+    if federate_head and (not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 2):
+        raise ValueError(f"federate_head=True needs num_labels, the shared number of labels (>= 2), got {num_labels!r}")

@@ -110,3 +110,32 @@ def test_bad_settings_are_rejected():
         LoraSettings(target_modules=())
     with pytest.raises(ValueError, match="lora r"):
         LoraSettings(r=0)
+
+
+def test_probe_trains_only_the_head(tmp_path, minilm_path):
+    from dataclasses import replace
+
+    probe = SiteSession("site-5", str(tmp_path), minilm_path, DATA, LoraSettings(), replace(SETTINGS, train_lora=False))
+    theta0 = {n: t.numpy() for n, t in initial_adapter(minilm_path, LoraSettings(), seed=0).items()}
+    head_before = probe.trainer.model.head_state()
+    params, metrics, _ = probe.train(theta0, current_round=0)
+    assert all(np.array_equal(params[n], theta0[n]) for n in theta0), "a probe leaves the LoRA tensors untouched"
+    assert any(not torch.equal(head_before[n], v) for n, v in probe.trainer.model.head_state().items())
+    assert np.isfinite(metrics[K.TRAIN_LOSS])
+
+
+def test_federated_head_travels_with_the_lora_tensors(tmp_path, minilm_path):
+    from dataclasses import replace
+
+    settings = replace(SETTINGS, federate_head=True)
+    site = SiteSession("site-1", str(tmp_path), minilm_path, DATA, LoraSettings(), settings)
+    theta0 = initial_adapter(minilm_path, LoraSettings(), seed=0, head_labels=5)
+    assert site.trainer.federated_names == list(theta0)
+    assert theta0["head.weight"].shape == (5, 384) and theta0["head.bias"].shape == (5,)
+    params, _, _ = site.train({n: t.numpy() for n, t in theta0.items()}, current_round=0)
+    assert set(params) == set(theta0) and not np.array_equal(params["head.weight"], theta0["head.weight"].numpy())
+    site.trainer.set_federated({n: t.numpy() for n, t in theta0.items()})
+    torch.testing.assert_close(site.trainer.model.head_state()["head.weight"], theta0["head.weight"])
+    wrong = initial_adapter(minilm_path, LoraSettings(), seed=0, head_labels=7)
+    with pytest.raises(ValueError, match="head.weight"):
+        site.trainer.set_federated({n: t.numpy() for n, t in wrong.items()})

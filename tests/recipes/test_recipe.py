@@ -93,3 +93,27 @@ def test_allow_list_adds_package_and_keeps_existing_entries(tmp_path):
     allow_fedbip_components(str(tmp_path))
     with open(path) as f:
         assert json.load(f)["class_allow_list"].count("fedbip_nvflare.") == 1
+
+
+def test_federated_head_needs_the_shared_label_count(tmp_path):
+    with pytest.raises(ValueError, match="num_labels"):
+        FedBipRecipe(federate_head=True)
+    recipe = FedBipRecipe(name="fb_head", federate_head=True, num_labels=20)
+    _, configs = _export(recipe, tmp_path)
+    server_args = configs["app/config/config_fed_server.json"]["workflows"][0]["args"]
+    client_args = configs["app/config/config_fed_client.json"]["executors"][0]["executor"]["args"]
+    assert server_args["federate_head"] is True and server_args["num_labels"] == 20
+    assert client_args["federate_head"] is True
+
+
+def test_fedavg_baseline_uses_nvflare_fedavg(tmp_path):
+    _, configs = _export(FedBipRecipe(name="fb_avg", aggregation="fedavg", min_clients=2), tmp_path)
+    server = configs["app/config/config_fed_server.json"]
+    paths = [w["path"] for w in server["workflows"]]
+    assert paths == [
+        "nvflare.app_common.workflows.fedavg.FedAvg",
+        "fedbip_nvflare.server.final_validation.FinalValidation",
+    ]
+    assert server["components"][0]["path"] == "fedbip_nvflare.server.persistor.AdapterPersistor"
+    with pytest.raises(ValueError, match="no aggregation_options"):
+        FedBipRecipe(aggregation="fedavg", aggregation_options={"sigma": 1})

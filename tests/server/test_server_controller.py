@@ -161,7 +161,8 @@ def test_layerwise_and_cumulative_variants_match_core(make_harness, layerwise, s
     else:
         assert isinstance(record["weights"], list)
     results = read_results(h)
-    assert results["method"] == ("fedbip-l" if layerwise else "fedbip")
+    expected = ("fedbip-l" if layerwise else "fedbip") + ("-cumulative" if similarity_on == "cumulative" else "")
+    assert results["method"] == expected
     assert results["options"]["similarity_on"] == similarity_on
 
 
