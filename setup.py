@@ -19,6 +19,6 @@ setup(
         "safetensors>=0.4",
         "pandas>=2.0",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.5", "black>=24"]},
+    extras_require={"dev": ["pytest>=8", "ruff>=0.5", "black>=24", "matplotlib>=3.7"]},
     entry_points={"console_scripts": ["fedbip=fedbip_nvflare.cli:main"]},
 )

@@ -1,0 +1,423 @@
+"""Quality benchmark: every method on the same suite, data, seeds, sizes and budget.
+
+python -m benchmarks.quality --suite text-tasks --methods all --seeds 0 1 2 --output DIR
+python -m benchmarks.quality --suite text-tasks --methods local fedbip --num-rounds 3 --max-examples 160 --output DIR
+python -m benchmarks.quality --output DIR --summary-only     # rebuild DIR/summary.md and the plots
+
+Each (method, seed) runs its recipe in NVFlare's simulator (SimEnv, workspace DIR/_workspace/<method>/seed<k>)
+and writes DIR/<method>/seed<k>/results.json (the jobs' schema plus "wall_time_s", "suite" and "seed"),
+the server's rounds.jsonl beside it and the simulator's output in run.log. A failing run is logged
+(DIR/<method>/seed<k>/error.txt) and the others go on; the command then exits 1. At the end DIR/summary.md
+(method x client accuracy, mean over seeds, gaps to Local, wall times) and PNG plots are written.
+
+Adding a method: one ``METHODS`` entry, ``"name": Method(recipe_factory, options)``, where the factory takes the
+shared keyword arguments of ``RunSpec.recipe_kwargs`` (name, model, num_rounds, min_clients, data, local_epochs,
+max_length, num_threads, seed) plus the method's ``options(spec)``, and its job writes the server's
+``fedbip/results.json`` (``fedbip_nvflare.results.load_results`` reads it). Adding a suite: one ``SUITES`` entry,
+``Suite(data_suite, num_clients, n_train, n_test, data={extra data-config keys})``.
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+
+from fedbip_nvflare.constants import FedBipKeys as K
+from fedbip_nvflare.data import suite_groups
+from fedbip_nvflare.results import find_server_results, load_results, write_results
+
+logger = logging.getLogger("benchmarks.quality")
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BENCHMARK_FILE = "benchmark.json"
+WORKSPACE_DIR = "_workspace"
+RUN_LOG = "run.log"
+ERROR_FILE = "error.txt"
+
+
+# -- suites ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Suite:
+    """Declaration of a benchmark suite: which data suite the sites load, with which defaults.
+
+    Attributes:
+        data_suite: The ``"suite"`` the sites' data config names (a suite of ``fedbip_nvflare.data``).
+        num_clients: Default number of clients.
+        n_train: Default training examples per client.
+        n_test: Default test examples per client.
+        data: Extra data-config keys (e.g. ``{"alpha": 0.1}``); ``group_size`` is also passed to
+            ``suite_groups`` for the oracle's groups.
+        pass_num_clients: The data config carries ``"num_clients"`` (suites that partition one pool over all
+            clients need it).
+    """
+
+    data_suite: str
+    num_clients: int
+    n_train: int
+    n_test: int
+    data: Mapping[str, Any] = field(default_factory=dict)
+    pass_num_clients: bool = False
+
+    def data_config(self, num_clients: int, n_train: int, n_test: int, seed: int) -> Dict[str, Any]:
+        """The data config every site gets (identical for every method of a benchmark).
+
+        Returns:
+            ``{"suite", "n_train", "n_test", "seed", **data}`` plus ``"num_clients"`` if ``pass_num_clients``.
+        """
+        config = {"suite": self.data_suite, "n_train": n_train, "n_test": n_test, "seed": seed, **self.data}
+        if self.pass_num_clients:
+            config["num_clients"] = num_clients
+        return config
+
+    def groups(self, num_clients: int) -> Dict[str, Any]:
+        """The ground-truth client groups ``{site: group}`` (for the oracle), from ``suite_groups``.
+
+        Raises:
+            ValueError: Bad suite options (raised by ``suite_groups``).
+        """
+        extra = {k: self.data[k] for k in ("group_size",) if k in self.data}
+        return dict(suite_groups(self.data_suite, num_clients, **extra))
+
+
+SUITES: Dict[str, Suite] = {
+    "text-tasks": Suite("text-tasks", num_clients=8, n_train=300, n_test=200),
+    # text-groups' tasks give every site of a group (up to 3) a disjoint class-balanced test set of 500.
+    "text-groups": Suite("text-groups", num_clients=8, n_train=100, n_test=500, data={"group_size": 2}),
+    "label-skew-0.1": Suite(
+        "label-skew", num_clients=10, n_train=300, n_test=200, data={"alpha": 0.1}, pass_num_clients=True
+    ),
+    "label-skew-1.0": Suite(
+        "label-skew", num_clients=10, n_train=300, n_test=200, data={"alpha": 1.0}, pass_num_clients=True
+    ),
+}
+
+
+# -- one run's specification -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run depends on besides the method: identical for every method of a benchmark.
+
+    Attributes:
+        suite: Benchmark suite name (a key of ``SUITES``).
+        num_clients: Clients (all take part in every round: ``min_clients = num_clients``).
+        num_rounds: Federated rounds.
+        n_train: Training examples per client.
+        n_test: Test examples per client.
+        local_epochs: Local epochs per round.
+        max_length: Token truncation length.
+        threads: Clients the simulator runs in parallel.
+        torch_threads: torch CPU threads per client.
+        seed: Seed of the data sampling, θ̄⁰, the heads and shuffling.
+        model: HF model id or local folder.
+    """
+
+    suite: str
+    num_clients: int
+    num_rounds: int
+    n_train: int
+    n_test: int
+    local_epochs: int = 1
+    max_length: int = 128
+    threads: int = 2
+    torch_threads: int = 1
+    seed: int = 0
+    model: str = DEFAULT_MODEL
+
+    def data_config(self) -> Dict[str, Any]:
+        """The sites' data config (see ``Suite.data_config``)."""
+        return SUITES[self.suite].data_config(self.num_clients, self.n_train, self.n_test, self.seed)
+
+    def groups(self) -> Dict[str, Any]:
+        """The suite's ground-truth groups for this many clients (see ``Suite.groups``)."""
+        return SUITES[self.suite].groups(self.num_clients)
+
+    def recipe_kwargs(self, name: str) -> Dict[str, Any]:
+        """Keyword arguments every method's recipe takes: the shared data, sizes and budget."""
+        return dict(
+            name=name,
+            model=self.model,
+            num_rounds=self.num_rounds,
+            min_clients=self.num_clients,
+            data=self.data_config(),
+            local_epochs=self.local_epochs,
+            max_length=self.max_length,
+            num_threads=self.torch_threads,
+            seed=self.seed,
+        )
+
+
+# -- methods -----------------------------------------------------------------------------------------------
+def _fedbip_recipe(**kwargs: Any):
+    from fedbip_nvflare.recipes import FedBipRecipe
+
+    return FedBipRecipe(**kwargs)
+
+
+def _options(**fixed: Any) -> Callable[[RunSpec], Dict[str, Any]]:
+    return lambda spec: dict(fixed)
+
+
+@dataclass(frozen=True)
+class Method:
+    """How a method runs: a recipe factory and the method's own recipe keyword arguments.
+
+    Attributes:
+        recipe: Called with ``RunSpec.recipe_kwargs(...)`` plus ``options(spec)``; returns a Recipe that
+            writes the server's ``fedbip/results.json``.
+        options: The method's recipe keyword arguments for a run (may depend on the spec, e.g. groups).
+    """
+
+    recipe: Callable[..., Any]
+    options: Callable[[RunSpec], Dict[str, Any]] = _options()
+
+
+# The issue's order. Adding a method is one entry.
+METHODS: Dict[str, Method] = {
+    "probe": Method(_fedbip_recipe, _options(aggregation="local", train_lora=False)),
+    "local": Method(_fedbip_recipe, _options(aggregation="local")),
+    "fedavg": Method(_fedbip_recipe, _options(aggregation="fedavg")),
+    "fedamp": Method(_fedbip_recipe, _options(aggregation="fedamp")),
+    "fedbip": Method(_fedbip_recipe),
+    "fedbip-l": Method(_fedbip_recipe, _options(layerwise=True)),
+    "fedbip-cumulative": Method(_fedbip_recipe, _options(similarity_on="cumulative")),
+    "oracle-groups": Method(
+        _fedbip_recipe,
+        lambda spec: {"aggregation": "oracle-groups", "aggregation_options": {"groups": spec.groups()}},
+    ),
+}
+
+
+def select_methods(requested: Sequence[str]) -> List[str]:
+    """Resolves the ``--methods`` arguments.
+
+    Args:
+        requested: Method names, or ``["all"]``.
+
+    Returns:
+        The methods to run: all in ``METHODS`` order for ``all``, else as given, without repeats.
+
+    Raises:
+        ValueError: An unknown method.
+    """
+    if "all" in requested:
+        return list(METHODS)
+    methods = list(dict.fromkeys(requested))
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown method {m!r}; valid methods: {', '.join(METHODS)} (or all)")
+    return methods
+
+
+# -- running -----------------------------------------------------------------------------------------------
+def run_dir(output: str, method: str, seed: int) -> str:
+    """``DIR/<method>/seed<k>``: where a run's results.json, rounds.jsonl and run.log go."""
+    return os.path.join(output, method, f"seed{seed}")
+
+
+def job_name(method: str) -> str:
+    """The NVFlare job name of a method's run."""
+    return "quality_" + method.replace("-", "_")
+
+
+@contextlib.contextmanager
+def _output_to(path: str) -> Iterator[None]:
+    """Sends this process's (and its children's) stdout and stderr to ``path`` while the block runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(path, "a") as f:
+            os.dup2(f.fileno(), 1)
+            os.dup2(f.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def result_problems(results: Mapping[str, Any], num_clients: int) -> List[str]:
+    """What makes a run's results incomplete: missing clients, or a final accuracy that is not in [0, 1]."""
+    clients = results.get("clients", {})
+    problems = [f"{len(clients)} of {num_clients} clients reported results"] if len(clients) != num_clients else []
+    for site, info in clients.items():
+        acc = info.get("accuracy")
+        if not isinstance(acc, (int, float)) or not 0.0 <= acc <= 1.0:
+            problems.append(f"{site}: final accuracy {acc!r}")
+    return problems
+
+
+def run_one(method: str, spec: RunSpec, output: str) -> Dict[str, Any]:
+    """Runs one (method, seed) and writes its results; never raises for a failing run.
+
+    Writes ``DIR/<method>/seed<k>/``: ``results.json`` (``load_results`` schema + ``wall_time_s``, ``suite``,
+    ``seed``), ``rounds.jsonl`` (the server's), ``run.log`` (simulator output) and, if it failed, ``error.txt``.
+    The run's simulator workspace ``DIR/_workspace/<method>/seed<k>`` is recreated from scratch.
+
+    Returns:
+        ``{"method", "seed", "status": "ok" | "failed", "wall_time_s", "error"}``.
+    """
+    out = run_dir(output, method, spec.seed)
+    workspace = os.path.join(output, WORKSPACE_DIR, method, f"seed{spec.seed}")
+    for stale in (workspace, out):
+        shutil.rmtree(stale, ignore_errors=True)
+    os.makedirs(out)
+    record: Dict[str, Any] = {"method": method, "seed": spec.seed, "status": "ok", "error": None}
+    start = time.perf_counter()
+    try:
+        from nvflare.recipe.sim_env import SimEnv
+
+        with _output_to(os.path.join(out, RUN_LOG)):
+            name = job_name(method)
+            recipe = METHODS[method].recipe(**spec.recipe_kwargs(name), **METHODS[method].options(spec))
+            recipe.execute(SimEnv(num_clients=spec.num_clients, num_threads=spec.threads, workspace_root=workspace))
+        record["wall_time_s"] = round(time.perf_counter() - start, 1)
+        job_dir = os.path.join(workspace, name)
+        results = load_results(job_dir, method=method)
+        results.update(wall_time_s=record["wall_time_s"], suite=spec.suite, seed=spec.seed)
+        write_results(results, out)
+        rounds = os.path.join(os.path.dirname(find_server_results(job_dir)), K.ROUNDS_FILE)
+        if os.path.exists(rounds):
+            shutil.copy(rounds, out)
+        problems = result_problems(results, spec.num_clients)
+        if problems:
+            raise RuntimeError("incomplete results: " + "; ".join(problems))
+    except Exception as e:  # one failing run must not stop the others
+        record.setdefault("wall_time_s", round(time.perf_counter() - start, 1))
+        record.update(status="failed", error=f"{type(e).__name__}: {e}")
+        with open(os.path.join(out, ERROR_FILE), "w") as f:
+            f.write(traceback.format_exc())
+        logger.error("%s seed %d failed: %s (details: %s)", method, spec.seed, record["error"], out)
+    return record
+
+
+def write_benchmark(output: str, info: Mapping[str, Any]) -> None:
+    """Writes ``DIR/benchmark.json`` (command, configuration, runs), which ``--summary-only`` reads."""
+    with open(os.path.join(output, BENCHMARK_FILE), "w") as f:
+        json.dump(info, f, indent=2)
+
+
+def run_benchmark(
+    methods: Sequence[str], seeds: Sequence[int], base: RunSpec, output: str, info: Dict[str, Any]
+) -> List[Dict[str, Any]]:
+    """Runs every (method, seed) with the same spec but for the seed; records progress in ``benchmark.json``.
+
+    Args:
+        methods: Methods to run (runnable, see ``select_methods``).
+        seeds: Seeds; seed k runs with ``RunSpec(seed=k)``.
+        base: The spec shared by all runs (its seed is replaced).
+        output: Output folder DIR.
+        info: ``benchmark.json``'s content so far; its ``"runs"`` list is filled in.
+
+    Returns:
+        The run records (see ``run_one``), seed-major.
+    """
+    info["runs"] = []
+    for seed in seeds:
+        spec = RunSpec(**{**asdict(base), "seed": seed})
+        for method in methods:
+            logger.info("running %s seed %d ...", method, seed)
+            record = run_one(method, spec, output)
+            logger.info("%s seed %d: %s in %.1f s", method, seed, record["status"], record["wall_time_s"])
+            info["runs"].append(record)
+            write_benchmark(output, info)
+    return info["runs"]
+
+
+# -- command line ------------------------------------------------------------------------------------------
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", default="text-tasks", choices=sorted(SUITES))
+    p.add_argument(
+        "--methods", nargs="+", default=["all"], metavar="METHOD", help=f"{' '.join(METHODS)}, or all (default)"
+    )
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--output", required=True, help="output folder DIR")
+    p.add_argument("--num-clients", type=_positive, default=None, help="default: the suite's")
+    p.add_argument("--num-rounds", type=_positive, default=3)
+    p.add_argument("--max-examples", type=_positive, default=None, help="training examples per client (suite's)")
+    p.add_argument("--test-examples", type=_positive, default=None, help="test examples per client (suite's)")
+    p.add_argument("--local-epochs", type=_positive, default=1)
+    p.add_argument("--max-length", type=_positive, default=128)
+    p.add_argument("--threads", type=_positive, default=2, help="clients the simulator runs in parallel")
+    p.add_argument("--torch-threads", type=_positive, default=1, help="torch CPU threads per client")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="HF model id or local folder")
+    p.add_argument("--summary-only", action="store_true", help="only rebuild summary.md and plots from DIR")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the benchmark (or rebuilds its summary) and prints the summary table.
+
+    Returns:
+        0 if every run succeeded, 1 if any failed, 2 for a bad command line.
+    """
+    from benchmarks.summary import write_summary
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    output = os.path.abspath(args.output)
+    if args.summary_only:
+        print(write_summary(output))
+        return 0
+    try:
+        methods = select_methods(args.methods)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    suite = SUITES[args.suite]
+    base = RunSpec(
+        suite=args.suite,
+        num_clients=args.num_clients or suite.num_clients,
+        num_rounds=args.num_rounds,
+        n_train=args.max_examples or suite.n_train,
+        n_test=args.test_examples or suite.n_test,
+        local_epochs=args.local_epochs,
+        max_length=args.max_length,
+        threads=args.threads,
+        torch_threads=args.torch_threads,
+        model=args.model,
+    )
+    os.makedirs(output, exist_ok=True)
+    info: Dict[str, Any] = {
+        "command": " ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.quality", *argv]),
+        "spec": {k: v for k, v in asdict(base).items() if k != "seed"},
+        "data": {k: v for k, v in base.data_config().items() if k != "seed"},
+        "methods": methods,
+        "seeds": list(args.seeds),
+    }
+    start = time.perf_counter()
+    runs = run_benchmark(methods, args.seeds, base, output, info)
+    info["wall_time_s"] = round(time.perf_counter() - start, 1)
+    write_benchmark(output, info)
+    print(write_summary(output))
+    failed = [r for r in runs if r["status"] != "ok"]
+    for r in failed:
+        print(f"FAILED: {r['method']} seed {r['seed']}: {r['error']} ({run_dir(output, r['method'], r['seed'])})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

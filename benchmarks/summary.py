@@ -1,0 +1,260 @@
+"""The quality benchmark's report: ``DIR/summary.md`` and its plots, from the per-run results in DIR.
+
+Reads ``DIR/benchmark.json`` (written by ``benchmarks.quality``: command, configuration, run records) and
+``DIR/<method>/seed<k>/results.json`` + ``rounds.jsonl``. Without ``benchmark.json`` every results.json found
+under DIR counts as a successful run.
+"""
+
+import glob
+import json
+import math
+import os
+import statistics
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from fedbip_nvflare.constants import FedBipKeys as K
+
+SUMMARY_FILE = "summary.md"
+ROUNDS_PLOT = "accuracy_by_round.png"
+LOCAL = "local"
+# Methods whose weight matrix is fixed by design (identity, ground-truth groups): nothing to plot.
+FIXED_WEIGHTS = ("local", "oracle-groups")
+
+Runs = Dict[str, Dict[int, Dict[str, Any]]]  # {method: {seed: results}}
+
+
+def read_benchmark(output: str) -> Dict[str, Any]:
+    """``DIR/benchmark.json``, or a record rebuilt from the results.json files under DIR if it is missing."""
+    path = os.path.join(output, "benchmark.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    runs = []
+    for p in sorted(glob.glob(os.path.join(output, "*", "seed*", K.RESULTS_FILE))):
+        seed_dir = os.path.dirname(p)
+        with open(p) as f:
+            wall = json.load(f).get("wall_time_s")
+        method, seed = os.path.basename(os.path.dirname(seed_dir)), int(os.path.basename(seed_dir)[4:])
+        runs.append({"method": method, "seed": seed, "status": "ok", "wall_time_s": wall, "error": None})
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    return {"command": "(unknown: no benchmark.json)", "methods": methods, "runs": runs}
+
+
+def load_runs(output: str, records: Sequence[Mapping[str, Any]]) -> Runs:
+    """The results of the successful runs among ``records``: ``{method: {seed: results.json content}}``."""
+    runs: Runs = {}
+    for r in records:
+        path = os.path.join(output, r["method"], f"seed{r['seed']}", K.RESULTS_FILE)
+        if r["status"] == "ok" and os.path.exists(path):
+            with open(path) as f:
+                runs.setdefault(r["method"], {})[int(r["seed"])] = json.load(f)
+    return runs
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _mean(values: Sequence[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def fmt(values: Sequence[float], signed: bool = False) -> str:
+    """``mean ± std`` of fractions, in % with one decimal ("-" when empty; no ± for a single value)."""
+    if not values:
+        return "-"
+    mean = f"{100 * statistics.mean(values):{'+' if signed else ''}.1f}"
+    return mean if len(values) == 1 else f"{mean} ± {100 * statistics.stdev(values):.1f}"
+
+
+def client_columns(runs: Runs) -> List[Tuple[str, str]]:
+    """``[(site, task)]`` over all runs, in the order ``load_results`` gives (site-1, site-2, ...)."""
+    columns: Dict[str, str] = {}
+    for by_seed in runs.values():
+        for results in by_seed.values():
+            for site, info in results["clients"].items():
+                columns.setdefault(site, str(info.get("task")))
+    return list(columns.items())
+
+
+def _accuracies(results: Mapping[str, Any]) -> Dict[str, float]:
+    return {s: float(c["accuracy"]) for s, c in results["clients"].items() if _finite(c.get("accuracy"))}
+
+
+def accuracy_rows(runs: Runs, methods: Sequence[str]) -> List[List[str]]:
+    """Rows of the final-accuracy table: method, each client, mean over clients, mean and worst gap to Local.
+
+    Every cell is mean ± std over seeds (in %). The gaps are paired by seed and client: per seed,
+    ``acc_m(c) − acc_local(c)`` over the clients both have, averaged (mean gap) or minimised (worst client).
+    """
+    columns = [site for site, _ in client_columns(runs)]
+    local = {seed: _accuracies(r) for seed, r in runs.get(LOCAL, {}).items()}
+    rows = []
+    for method in methods:
+        by_seed = {seed: _accuracies(r) for seed, r in runs.get(method, {}).items()}
+        cells = [fmt([acc[s] for acc in by_seed.values() if s in acc]) for s in columns]
+        means = [_mean(list(acc.values())) for acc in by_seed.values() if acc]
+        gaps = [
+            [acc[s] - local[seed][s] for s in acc if s in local[seed]] for seed, acc in by_seed.items() if seed in local
+        ]
+        gaps = [g for g in gaps if g]
+        has_gap = method != LOCAL and gaps
+        rows.append(
+            [method, *cells, fmt(means)]
+            + ([fmt([_mean(g) for g in gaps], True), fmt([min(g) for g in gaps], True)] if has_gap else ["-", "-"])
+        )
+    return rows
+
+
+def accuracy_curves(runs: Runs) -> Dict[str, Dict[str, List[float]]]:
+    """Mean accuracy over clients by round, per method: ``{method: {"x", "mean", "std"}}`` (fractions).
+
+    Point r (0 ≤ r < R) is the accuracy of the model each client received at the start of round r
+    (``history`` entry ``accuracy_received``; round 0 is the initial model with an untrained head); point R is
+    the final personalized model's accuracy. Mean over clients per seed, then mean and std over seeds.
+    """
+    curves = {}
+    for method, by_seed in runs.items():
+        per_seed = []
+        for results in by_seed.values():
+            rounds = int(results.get("num_rounds", 0))
+            received: List[List[float]] = [[] for _ in range(rounds)]
+            for info in results["clients"].values():
+                for h in info.get("history", []):
+                    if 0 <= int(h.get("round", -1)) < rounds and _finite(h.get(K.ACCURACY_RECEIVED)):
+                        received[int(h["round"])].append(float(h[K.ACCURACY_RECEIVED]))
+            per_seed.append([_mean(v) for v in received] + [_mean(list(_accuracies(results).values()))])
+        points = [[v for v in column if v is not None] for column in zip(*per_seed)]
+        curves[method] = {
+            "x": list(range(len(points))),
+            "mean": [statistics.mean(p) if p else float("nan") for p in points],
+            "std": [statistics.stdev(p) if len(p) > 1 else 0.0 for p in points],
+        }
+    return curves
+
+
+def weight_matrices(rounds_path: str) -> Optional[Tuple[List[str], Any, Any, int, int]]:
+    """The first and last aggregated rounds' weight matrices in a run's ``rounds.jsonl``.
+
+    Layer-wise weights (``{group: matrix}``) are averaged over groups, unless a model-level ``"model"``
+    entry is present, which is used instead.
+
+    Returns:
+        ``(clients, first, last, first_round, last_round)`` with ``[N, N]`` numpy arrays (rows: receiving
+        client), or None if no round recorded weights.
+    """
+    import numpy as np
+
+    if not os.path.exists(rounds_path):
+        return None
+    with open(rounds_path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    records = [r for r in records if r.get("weights") is not None]
+    if not records:
+        return None
+
+    def matrix(weights: Any) -> Any:
+        if isinstance(weights, dict):
+            weights = weights["model"] if "model" in weights else np.mean([np.asarray(w) for w in weights.values()], 0)
+        return np.asarray(weights, dtype=float)
+
+    first, last = records[0], records[-1]
+    return first["clients"], matrix(first["weights"]), matrix(last["weights"]), first["round"], last["round"]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def write_summary(output: str) -> str:
+    """Writes ``DIR/summary.md`` and the PNG plots; returns the text to print (tables and failures).
+
+    Args:
+        output: The benchmark's output folder DIR.
+
+    Returns:
+        The final-accuracy table, the run table and the failed runs, as Markdown.
+    """
+    from benchmarks import plots
+
+    info = read_benchmark(output)
+    records = info.get("runs", [])
+    runs = load_runs(output, records)
+    methods = [m for m in info.get("methods", []) if m in runs] + [m for m in runs if m not in info.get("methods", [])]
+    spec = info.get("spec", {})
+    seeds = sorted({int(r["seed"]) for r in records})
+
+    header = ["method", *[f"{site} ({task})" for site, task in client_columns(runs)], "mean"]
+    acc_table = markdown_table(header + ["Δ mean vs local", "worst-client Δ vs local"], accuracy_rows(runs, methods))
+    run_rows = [[r["method"], r["seed"], r["status"], r.get("wall_time_s", "-")] for r in records]
+    run_table = markdown_table(["method", "seed", "status", "wall time (s)"], run_rows)
+    failed = [f"- {r['method']} seed {r['seed']}: {r['error']}" for r in records if r["status"] != "ok"]
+
+    curves = accuracy_curves(runs)
+    rounds = max((len(c["x"]) for c in curves.values()), default=0)
+    curve_rows = [
+        [m, *[fmt([]) if math.isnan(v) else f"{100 * v:.1f}" for v in curves[m]["mean"]]]
+        + [""] * (rounds - len(curves[m]["x"]))
+        for m in methods
+    ]
+    curve_header = ["method", *[f"round {r}" for r in range(rounds - 1)], "final"]
+
+    images = []
+    if curves:
+        plots.plot_accuracy_by_round(
+            {m: curves[m] for m in methods}, os.path.join(output, ROUNDS_PLOT), f"{info.get('spec', {}).get('suite')}"
+        )
+        images.append(("Mean accuracy over clients by round", ROUNDS_PLOT))
+    for method in methods:
+        if method in FIXED_WEIGHTS:
+            continue
+        seed = min(runs[method])
+        found = weight_matrices(os.path.join(output, method, f"seed{seed}", K.ROUNDS_FILE))
+        if found is None:
+            continue
+        clients, first, last, r0, r1 = found
+        tasks = dict(client_columns(runs))
+        labels = [f"{c}\n{tasks.get(c, '')}" for c in clients]
+        name = f"weights_{method}.png"
+        plots.plot_weight_matrices(
+            first, last, labels, os.path.join(output, name), f"{method} aggregation weights (seed {seed})", (r0, r1)
+        )
+        images.append((f"{method}: weight matrix p_ik at the first and last round (seed {seed})", name))
+
+    config = ", ".join(f"{k}={v}" for k, v in spec.items())
+    total = info.get("wall_time_s")
+    text = [
+        f"# Quality benchmark: {spec.get('suite', '?')}",
+        "",
+        f"Command: `{info.get('command')}`",
+        "",
+        f"Configuration: {config or '?'}; seeds {seeds}; data config `{json.dumps(info.get('data', {}))}`.",
+        "",
+        "## Final accuracy (%), mean ± std over seeds",
+        "",
+        "Δ columns: paired by seed and client against Local; worst-client is the minimum over clients.",
+        "",
+        acc_table,
+        "",
+        "## Mean accuracy over clients by round (%)",
+        "",
+        "Round r: the model each client received at the start of round r (round 0: initial model, untrained "
+        "head); final: the personalized model after the last round.",
+        "",
+        markdown_table(curve_header, curve_rows) if curve_rows else "(no results)",
+        "",
+        "## Runs",
+        "",
+        run_table,
+        "",
+        f"Total wall time: {total} s." if total is not None else "",
+    ]
+    if failed:
+        text += ["", "## Failed runs", "", *failed]
+    text += ["", "## Plots", ""] + [f"{title}\n\n![{title}]({name})\n" for title, name in images]
+    with open(os.path.join(output, SUMMARY_FILE), "w") as f:
+        f.write("\n".join(text).rstrip() + "\n")
+    printed = [acc_table, "", run_table] + (["", "Failed runs:", *failed] if failed else [])
+    return "\n".join(printed + ["", f"summary: {os.path.join(output, SUMMARY_FILE)}"])
