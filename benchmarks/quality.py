@@ -113,7 +113,7 @@ class RunSpec:
         n_test: Test examples per client.
         local_epochs: Local epochs per round.
         max_length: Token truncation length.
-        threads: Clients the simulator runs in parallel.
+        threads: Clients the simulator runs in parallel (None: all, one process per site for the run).
         torch_threads: torch CPU threads per client.
         seed: Seed of the data sampling, θ̄⁰, the heads and shuffling.
         model: HF model id or local folder.
@@ -126,7 +126,7 @@ class RunSpec:
     n_test: int
     local_epochs: int = 1
     max_length: int = 128
-    threads: int = 2
+    threads: Optional[int] = None
     torch_threads: int = 1
     seed: int = 0
     model: str = DEFAULT_MODEL
@@ -360,7 +360,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--test-examples", type=_positive, default=None, help="test examples per client (suite's)")
     p.add_argument("--local-epochs", type=_positive, default=1)
     p.add_argument("--max-length", type=_positive, default=128)
-    p.add_argument("--threads", type=_positive, default=2, help="clients the simulator runs in parallel")
+    p.add_argument(
+        "--threads", type=_positive, default=None, help="clients the simulator runs in parallel (default: all)"
+    )
     p.add_argument("--torch-threads", type=_positive, default=1, help="torch CPU threads per client")
     p.add_argument("--model", default=DEFAULT_MODEL, help="HF model id or local folder")
     p.add_argument("--summary-only", action="store_true", help="only rebuild summary.md and plots from DIR")

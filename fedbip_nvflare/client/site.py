@@ -126,7 +126,7 @@ class SiteSession:
         """
         self.trainer.set_federated(params)
         metrics: Dict[str, float] = {K.ACCURACY_RECEIVED: self.trainer.evaluate()}
-        metrics.update(self.trainer.train())
+        metrics.update(self.trainer.train(round_index=current_round))
         if current_round == 0:
             metrics[K.ACCURACY_LOCAL] = self.trainer.evaluate()
         self.trainer.save_head(self.head_path)

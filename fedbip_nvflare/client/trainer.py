@@ -82,7 +82,6 @@ class TextSiteTrainer:
         self._federated_names = self._lora_names + head_names
         self._train = _Encoded(data.train, self.tokenizer, settings.max_length)
         self._test = _Encoded(data.test, self.tokenizer, settings.max_length)
-        self._epochs_done = 0
 
     @property
     def federated_names(self) -> List[str]:
@@ -132,8 +131,11 @@ class TextSiteTrainer:
         if self.settings.federate_head:
             self.model.load_head_state({n: state[n].to(self.device) for n in state if n not in self._lora_names})
 
-    def train(self, epochs: Optional[int] = None) -> Dict[str, float]:
+    def train(self, epochs: Optional[int] = None, round_index: int = 0) -> Dict[str, float]:
         """Fine-tunes LoRA and head for ``epochs`` (default ``settings.local_epochs``) with a fresh AdamW.
+
+        Shuffling and dropout are seeded from ``(seed, round_index, epoch)``, so a round gives the same result
+        whether the site's process lives for the whole run or is started for each task.
 
         Returns:
             ``train_loss`` (mean over steps), ``n_examples``, ``examples_per_s``, ``seconds``.
@@ -154,8 +156,9 @@ class TextSiteTrainer:
         losses: List[float] = []
         seen = 0
         start = time.perf_counter()
-        for _ in range(epochs):
-            generator = torch.Generator().manual_seed(s.seed * 100_003 + self._epochs_done)
+        torch.manual_seed((s.seed * 100_003 + round_index) * 1_009)  # LoRA dropout
+        for epoch in range(epochs):
+            generator = torch.Generator().manual_seed((s.seed * 100_003 + round_index) * 1_009 + epoch)
             order = torch.randperm(len(self._train), generator=generator).tolist()
             for b in range(0, len(order), s.batch_size):
                 input_ids, mask, labels = self._train.batch(order[b : b + s.batch_size])
@@ -166,7 +169,6 @@ class TextSiteTrainer:
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 seen += len(labels)
-            self._epochs_done += 1
         seconds = time.perf_counter() - start
         return {
             "train_loss": float(np.mean(losses)) if losses else float("nan"),

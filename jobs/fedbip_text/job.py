@@ -31,7 +31,13 @@ def parse_args():
     p.add_argument("--negative", default="clip", choices=["clip", "keep"])
     p.add_argument("--similarity-on", default="round", choices=["round", "cumulative"])
     p.add_argument("--client-mode", default="executor", choices=["executor", "client_api"])
-    p.add_argument("--threads", type=int, default=2, help="clients the simulator runs in parallel")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="clients the simulator runs in parallel (default: all, so each site keeps one process and its model "
+        "for the whole run; fewer threads make NVFlare 2.9's simulator start a process per task)",
+    )
     p.add_argument("--torch-threads", type=int, default=None, help="torch CPU threads per client")
     return p.parse_args()
 

@@ -139,3 +139,18 @@ def test_federated_head_travels_with_the_lora_tensors(tmp_path, minilm_path):
     wrong = initial_adapter(minilm_path, LoraSettings(), seed=0, head_labels=7)
     with pytest.raises(ValueError, match="head.weight"):
         site.trainer.set_federated({n: t.numpy() for n, t in wrong.items()})
+
+
+def test_a_round_is_reproducible_in_a_fresh_process(session, minilm_path, tmp_path):
+    # NVFlare's simulator may start a new process per task: a round must not depend on what ran before it
+    theta0 = {n: t.numpy() for n, t in initial_adapter(minilm_path, LoraSettings(), seed=0).items()}
+    head = str(tmp_path / "head_before_round_2.safetensors")
+    session.trainer.save_head(head)
+    session.train(theta0, current_round=3)  # this long-lived session has trained other rounds since
+    session.trainer.load_head(head)
+    in_long_lived, _, _ = session.train(theta0, current_round=2)
+    fresh = SiteSession("site-1", str(tmp_path / "fresh"), minilm_path, DATA, LoraSettings(), SETTINGS)
+    fresh.trainer.load_head(head)
+    in_fresh, _, _ = fresh.train(theta0, current_round=2)
+    for n in theta0:
+        np.testing.assert_allclose(in_fresh[n], in_long_lived[n], rtol=0, atol=1e-6)

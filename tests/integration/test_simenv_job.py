@@ -33,7 +33,7 @@ def finished_job(tmp_path_factory, minilm_path):
         num_threads=1,
         log_updates=True,
     )
-    recipe.execute(SimEnv(num_clients=3, num_threads=2, workspace_root=workspace))
+    recipe.execute(SimEnv(num_clients=3, num_threads=3, workspace_root=workspace))
     return os.path.join(workspace, "fedbip_it")
 
 
@@ -138,7 +138,7 @@ def test_a_failing_site_does_not_stop_the_others(tmp_path, minilm_path):
             "site-3": {"data": {"train_path": str(tmp_path / "no_such_file.csv")}},
         },
     )
-    recipe.execute(SimEnv(clients=["site-1", "site-2", "site-3"], num_threads=2, workspace_root=str(tmp_path)))
+    recipe.execute(SimEnv(clients=["site-1", "site-2", "site-3"], num_threads=3, workspace_root=str(tmp_path)))
     server = _server_dir(os.path.join(str(tmp_path), "fedbip_fault"))
     with open(os.path.join(server, K.ROUNDS_FILE)) as f:
         (round0,) = [json.loads(line) for line in f]
