@@ -8,9 +8,8 @@ from nvflare.job_config.api import FedJob
 from nvflare.recipe.spec import ExecEnv, Recipe
 
 from fedbip_nvflare.client.executor import FedBipExecutor
-from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS, LoraSettings
+from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS
 from fedbip_nvflare.server.controller import (
     FedBipController,
     validate_aggregation,
@@ -170,16 +169,6 @@ class FedBipRecipe(Recipe):
             raise ValueError("launch_external_process=True needs client_mode='client_api'")
         if not isinstance(model, str) or not model:
             raise ValueError("model must be a Hugging Face model id or a local model folder")
-        LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(target_modules))
-        TrainSettings(
-            local_epochs=local_epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            head_learning_rate=head_learning_rate,
-            max_length=max_length,
-            num_threads=num_threads,
-            seed=seed,
-        )
         self.model = model
         self.num_rounds = num_rounds
         self.min_clients = min_clients
@@ -210,6 +199,7 @@ class FedBipRecipe(Recipe):
         self.federate_head = federate_head
         self.num_labels = num_labels
 
+        FedBipExecutor(**self._client_settings({}))  # validates every client argument once, here
         job = FedJob(name=name, min_clients=min_clients)
         for component, component_id in self._server_components():
             job.to_server(component, id=component_id)

@@ -249,9 +249,9 @@ class FedBipController(TargetedTasksController):
                 f.write(json.dumps(record) + "\n")
             store.save(rnd, self.theta0, self.thetas, extra={"client_info": self.client_info})
 
-        self._final_validation(out_dir)
+        self._final_validation()
 
-    def _final_validation(self, out_dir: str):
+    def _final_validation(self):
         clients = self.sample_clients()
         final = {c: self.thetas.get(c, self.theta0) for c in clients}
         validated = self.send_to_each(self.validate_task_name, self.num_rounds, final, self.validate_timeout, None)
