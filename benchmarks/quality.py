@@ -57,6 +57,8 @@ class Suite:
             ``suite_groups`` for the oracle's groups.
         pass_num_clients: The data config carries ``"num_clients"`` (suites that partition one pool over all
             clients need it).
+        num_labels: Size of the label space every client shares (None: clients' label spaces differ); only
+            such suites can run with ``--federate-head``.
     """
 
     data_suite: str
@@ -65,6 +67,7 @@ class Suite:
     n_test: int
     data: Mapping[str, Any] = field(default_factory=dict)
     pass_num_clients: bool = False
+    num_labels: Optional[int] = None
 
     def data_config(self, num_clients: int, n_train: int, n_test: int, seed: int) -> Dict[str, Any]:
         """The data config every site gets (identical for every method of a benchmark).
@@ -91,12 +94,8 @@ SUITES: Dict[str, Suite] = {
     "text-tasks": Suite("text-tasks", num_clients=8, n_train=300, n_test=200),
     # text-groups' tasks give every site of a group (up to 3) a disjoint class-balanced test set of 500.
     "text-groups": Suite("text-groups", num_clients=8, n_train=100, n_test=500, data={"group_size": 2}),
-    "label-skew-0.1": Suite(
-        "label-skew", num_clients=10, n_train=300, n_test=200, data={"alpha": 0.1}, pass_num_clients=True
-    ),
-    "label-skew-1.0": Suite(
-        "label-skew", num_clients=10, n_train=300, n_test=200, data={"alpha": 1.0}, pass_num_clients=True
-    ),
+    "label-skew-0.1": Suite("label-skew", 10, 300, 200, data={"alpha": 0.1}, pass_num_clients=True, num_labels=20),
+    "label-skew-1.0": Suite("label-skew", 10, 300, 200, data={"alpha": 1.0}, pass_num_clients=True, num_labels=20),
 }
 
 
@@ -117,6 +116,10 @@ class RunSpec:
         torch_threads: torch CPU threads per client.
         seed: Seed of the data sampling, θ̄⁰, the heads and shuffling.
         model: HF model id or local folder.
+        learning_rate: LoRA learning rate of every site.
+        round_eval_examples: Test examples for the per-round evaluations (None: all); final accuracies always
+            use the whole test split.
+        federate_head: Every method federates the classification head too (suites with a shared label space).
     """
 
     suite: str
@@ -130,6 +133,9 @@ class RunSpec:
     torch_threads: int = 1
     seed: int = 0
     model: str = DEFAULT_MODEL
+    learning_rate: float = 1e-3
+    round_eval_examples: Optional[int] = None
+    federate_head: bool = False
 
     def data_config(self) -> Dict[str, Any]:
         """The sites' data config (see ``Suite.data_config``)."""
@@ -141,7 +147,9 @@ class RunSpec:
 
     def recipe_kwargs(self, name: str) -> Dict[str, Any]:
         """Keyword arguments every method's recipe takes: the shared data, sizes and budget."""
+        head = {"federate_head": True, "num_labels": SUITES[self.suite].num_labels} if self.federate_head else {}
         return dict(
+            **head,
             name=name,
             model=self.model,
             num_rounds=self.num_rounds,
@@ -151,6 +159,8 @@ class RunSpec:
             max_length=self.max_length,
             num_threads=self.torch_threads,
             seed=self.seed,
+            learning_rate=self.learning_rate,
+            round_eval_examples=self.round_eval_examples,
         )
 
 
@@ -184,10 +194,17 @@ METHODS: Dict[str, Method] = {
     "probe": Method(_fedbip_recipe, _options(aggregation="local", train_lora=False)),
     "local": Method(_fedbip_recipe, _options(aggregation="local")),
     "fedavg": Method(_fedbip_recipe, _options(aggregation="fedavg")),
+    # FedAvg with a server learning rate sqrt(N): the mean of N near-orthogonal updates is ~1/sqrt(N) as long.
+    "fedavg-slr": Method(
+        _fedbip_recipe,
+        lambda spec: {"aggregation": "fedavg", "server_learning_rate": round(spec.num_clients**0.5, 3)},
+    ),
     "fedamp": Method(_fedbip_recipe, _options(aggregation="fedamp")),
     "fedbip": Method(_fedbip_recipe),
     "fedbip-l": Method(_fedbip_recipe, _options(layerwise=True)),
     "fedbip-cumulative": Method(_fedbip_recipe, _options(similarity_on="cumulative")),
+    # Beyond the paper: cosines after removing the round's mean task vector.
+    "fedbip-centered": Method(_fedbip_recipe, _options(center_similarity=True)),
     "oracle-groups": Method(
         _fedbip_recipe,
         lambda spec: {"aggregation": "oracle-groups", "aggregation_options": {"groups": spec.groups()}},
@@ -360,11 +377,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--test-examples", type=_positive, default=None, help="test examples per client (suite's)")
     p.add_argument("--local-epochs", type=_positive, default=1)
     p.add_argument("--max-length", type=_positive, default=128)
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="LoRA learning rate")
+    p.add_argument(
+        "--round-eval-examples",
+        type=_positive,
+        default=None,
+        help="test examples for the per-round curves (default: all); final accuracies use all",
+    )
     p.add_argument(
         "--threads", type=_positive, default=None, help="clients the simulator runs in parallel (default: all)"
     )
     p.add_argument("--torch-threads", type=_positive, default=1, help="torch CPU threads per client")
     p.add_argument("--model", default=DEFAULT_MODEL, help="HF model id or local folder")
+    p.add_argument(
+        "--federate-head",
+        action="store_true",
+        help="every method also federates the classification head (suites whose clients share one label space)",
+    )
     p.add_argument("--summary-only", action="store_true", help="only rebuild summary.md and plots from DIR")
     return p.parse_args(argv)
 
@@ -390,6 +419,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     suite = SUITES[args.suite]
+    if args.federate_head and suite.num_labels is None:
+        print(
+            f"error: --federate-head needs a suite whose clients share one label space; {args.suite}'s do not "
+            f"(use one of {', '.join(n for n, s in SUITES.items() if s.num_labels)})",
+            file=sys.stderr,
+        )
+        return 2
     base = RunSpec(
         suite=args.suite,
         num_clients=args.num_clients or suite.num_clients,
@@ -401,6 +437,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         threads=args.threads,
         torch_threads=args.torch_threads,
         model=args.model,
+        learning_rate=args.learning_rate,
+        round_eval_examples=args.round_eval_examples,
+        federate_head=args.federate_head,
     )
     os.makedirs(output, exist_ok=True)
     info: Dict[str, Any] = {
@@ -409,6 +448,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "data": {k: v for k, v in base.data_config().items() if k != "seed"},
         "methods": methods,
         "seeds": list(args.seeds),
+        "groups": base.groups(),
     }
     start = time.perf_counter()
     runs = run_benchmark(methods, args.seeds, base, output, info)

@@ -18,7 +18,7 @@ SUMMARY_FILE = "summary.md"
 ROUNDS_PLOT = "accuracy_by_round.png"
 LOCAL = "local"
 # Methods whose weight matrix is fixed by design (identity, ground-truth groups): nothing to plot.
-FIXED_WEIGHTS = ("local", "oracle-groups")
+FIXED_WEIGHTS = ("probe", "local", "oracle-groups")
 
 Runs = Dict[str, Dict[int, Dict[str, Any]]]  # {method: {seed: results}}
 
@@ -143,23 +143,67 @@ def weight_matrices(rounds_path: str) -> Optional[Tuple[List[str], Any, Any, int
         ``(clients, first, last, first_round, last_round)`` with ``[N, N]`` numpy arrays (rows: receiving
         client), or None if no round recorded weights.
     """
+    rounds = _round_weights(rounds_path)
+    if not rounds:
+        return None
+    (r0, clients, first), (r1, _, last) = rounds[0], rounds[-1]
+    return clients, first, last, r0, r1
+
+
+def _round_weights(rounds_path: str) -> List[Tuple[int, List[str], Any]]:
+    """Every aggregated round's ``(round, clients, [N, N] weight matrix)`` in a run's ``rounds.jsonl``.
+
+    Layer-wise weights (``{group: matrix}``) are averaged over groups, unless a model-level ``"model"``
+    entry is present, which is used instead.
+    """
     import numpy as np
 
     if not os.path.exists(rounds_path):
-        return None
+        return []
     with open(rounds_path) as f:
         records = [json.loads(line) for line in f if line.strip()]
-    records = [r for r in records if r.get("weights") is not None]
-    if not records:
-        return None
-
-    def matrix(weights: Any) -> Any:
+    out = []
+    for r in records:
+        weights = r.get("weights")
+        if weights is None:
+            continue
         if isinstance(weights, dict):
             weights = weights["model"] if "model" in weights else np.mean([np.asarray(w) for w in weights.values()], 0)
-        return np.asarray(weights, dtype=float)
+        out.append((int(r["round"]), list(r["clients"]), np.asarray(weights, dtype=float)))
+    return out
 
-    first, last = records[0], records[-1]
-    return first["clients"], matrix(first["weights"]), matrix(last["weights"]), first["round"], last["round"]
+
+def partner_weights(output: str, runs: Runs, methods: Sequence[str], groups: Mapping[str, str]) -> List[List[str]]:
+    """Per method and round: how much weight clients put on themselves, their group partners and the others.
+
+    Each client's row of the weight matrix is split into its self weight, the summed weight on the other
+    members of its ground-truth group, and the summed weight on everyone else; these are averaged over clients
+    and seeds. "top = partner" is the share of clients whose largest non-self weight goes to a partner.
+
+    Returns:
+        Table rows ``[method, round, self, partners, others, top = partner]`` (weights in %).
+    """
+    rows = []
+    for method in methods:
+        if method in FIXED_WEIGHTS:
+            continue
+        by_round: Dict[int, List[Tuple[float, float, float, float]]] = {}
+        for seed in sorted(runs.get(method, {})):
+            for rnd, clients, w in _round_weights(os.path.join(output, method, f"seed{seed}", K.ROUNDS_FILE)):
+                for i, c in enumerate(clients):
+                    partners = [k for k, other in enumerate(clients) if k != i and groups.get(other) == groups.get(c)]
+                    others = [k for k in range(len(clients)) if k != i and k not in partners]
+                    if not partners:
+                        continue
+                    off = [(w[i, k], k) for k in range(len(clients)) if k != i]
+                    top = max(off)[1] in partners if off and max(off)[0] > 0 else False
+                    by_round.setdefault(rnd, []).append(
+                        (w[i, i], sum(w[i, k] for k in partners), sum(w[i, k] for k in others), float(top))
+                    )
+        for rnd in sorted(by_round):
+            cols = list(zip(*by_round[rnd]))
+            rows.append([method, rnd, *[f"{100 * statistics.mean(c):.1f}" for c in cols]])
+    return rows
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -223,6 +267,9 @@ def write_summary(output: str) -> str:
         )
         images.append((f"{method}: weight matrix p_ik at the first and last round (seed {seed})", name))
 
+    groups = info.get("groups") or {}
+    partner_rows = partner_weights(output, runs, methods, groups) if groups else []
+
     config = ", ".join(f"{k}={v}" for k, v in spec.items())
     total = info.get("wall_time_s")
     text = [
@@ -241,10 +288,28 @@ def write_summary(output: str) -> str:
         "## Mean accuracy over clients by round (%)",
         "",
         "Round r: the model each client received at the start of round r (round 0: initial model, untrained "
-        "head); final: the personalized model after the last round.",
+        "head); final: the personalized model after the last round"
+        + (
+            f". Rounds use a fixed subset of {spec['round_eval_examples']} test examples per client, final uses all."
+            if spec.get("round_eval_examples")
+            else "."
+        ),
         "",
         markdown_table(curve_header, curve_rows) if curve_rows else "(no results)",
         "",
+    ]
+    if partner_rows:
+        text += [
+            "## Weight on the same-group partner(s) by round (%)",
+            "",
+            "Rows of the aggregation weight matrix split into self, the client's ground-truth group partners and "
+            "everyone else (mean over clients and seeds; layer-wise weights averaged over groups); top = partner: "
+            "share of clients whose largest non-self weight goes to a partner.",
+            "",
+            markdown_table(["method", "round", "self", "partners", "others", "top = partner"], partner_rows),
+            "",
+        ]
+    text += [
         "## Runs",
         "",
         run_table,

@@ -44,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-lora", default="True", choices=["True", "False"], help="False: head-only probe")
     p.add_argument("--federate-head", default="False", choices=["True", "False"], help="True: the head travels")
+    p.add_argument("--round-eval-examples", type=int, default=None, help="test examples for the per-round evaluations")
     p.add_argument("--state-dir", default=None, help="site folder for the private head and final adapter")
     return p.parse_args()
 
@@ -75,6 +76,7 @@ def main() -> None:
         seed=args.seed,
         train_lora=args.train_lora == "True",
         federate_head=args.federate_head == "True",
+        round_eval_examples=args.round_eval_examples,
     )
     session = SiteSession(site, state_dir, args.model, parse_data(args.data), lora, settings)
 

@@ -41,6 +41,7 @@ class FedBipExecutor(Executor):
         seed: Seed (head init, shuffling); LoRA init comes from the server's θ̄⁰.
         train_lora: False trains only the head on the frozen backbone (the "probe" baseline).
         federate_head: Send the head with the LoRA tensors (all sites must share one label space).
+        round_eval_examples: Test examples for the per-round evaluations (None: all; see ``TrainSettings``).
         train_task_name: Name of the train task.
         validate_task_name: Name of the validate task.
     """
@@ -63,6 +64,7 @@ class FedBipExecutor(Executor):
         seed: int = 0,
         train_lora: bool = True,
         federate_head: bool = False,
+        round_eval_examples: Optional[int] = None,
         train_task_name: str = K.TRAIN_TASK,
         validate_task_name: str = K.VALIDATE_TASK,
     ):
@@ -83,6 +85,7 @@ class FedBipExecutor(Executor):
         self.seed = seed
         self.train_lora = train_lora
         self.federate_head = federate_head
+        self.round_eval_examples = round_eval_examples
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
         if not isinstance(self.data, dict):
@@ -99,6 +102,7 @@ class FedBipExecutor(Executor):
             seed=seed,
             train_lora=train_lora,
             federate_head=federate_head,
+            round_eval_examples=round_eval_examples,
         )
         self._session: Optional[SiteSession] = None
         self._state_dir: Optional[str] = None

@@ -22,6 +22,9 @@ class TrainSettings:
             (a linear probe: LoRA's B stays zero, so the adapter adds nothing).
         federate_head: The classification head is federated with the LoRA tensors instead of staying
             private (only for clients that share one label space).
+        round_eval_examples: Evaluate the model received each round (and the round-0 local model) on this many
+            test examples, a fixed seeded subset, instead of the whole test split; the final personalized
+            model is always evaluated on the whole split. None: the whole split every round.
     """
 
     local_epochs: int = 1
@@ -35,6 +38,7 @@ class TrainSettings:
     seed: int = 0
     train_lora: bool = True
     federate_head: bool = False
+    round_eval_examples: Optional[int] = None
 
     def __post_init__(self):
         for name in ("local_epochs", "batch_size", "max_length", "eval_batch_size"):
@@ -45,6 +49,12 @@ class TrainSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.round_eval_examples is not None and (
+            not isinstance(self.round_eval_examples, int)
+            or isinstance(self.round_eval_examples, bool)
+            or self.round_eval_examples <= 0
+        ):
+            raise ValueError(f"round_eval_examples must be a positive int or None, got {self.round_eval_examples!r}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads <= 0):

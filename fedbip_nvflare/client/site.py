@@ -125,10 +125,11 @@ class SiteSession:
             accuracy after local training), and site info (task, split sizes).
         """
         self.trainer.set_federated(params)
-        metrics: Dict[str, float] = {K.ACCURACY_RECEIVED: self.trainer.evaluate()}
+        subset = self.trainer.eval_subset(self.trainer.settings.round_eval_examples)
+        metrics: Dict[str, float] = {K.ACCURACY_RECEIVED: self.trainer.evaluate(subset)}
         metrics.update(self.trainer.train(round_index=current_round))
         if current_round == 0:
-            metrics[K.ACCURACY_LOCAL] = self.trainer.evaluate()
+            metrics[K.ACCURACY_LOCAL] = self.trainer.evaluate(subset)
         self.trainer.save_head(self.head_path)
         self._record(current_round, metrics)
         logger.info(

@@ -177,17 +177,25 @@ class TextSiteTrainer:
             "seconds": seconds,
         }
 
+    def eval_subset(self, n: Optional[int]) -> Optional[List[int]]:
+        """A fixed subset of ``n`` test indices (seeded by ``settings.seed``), or None for the whole split."""
+        if n is None or n >= len(self._test):
+            return None
+        generator = torch.Generator().manual_seed(self.settings.seed * 7_919 + 17)
+        return sorted(torch.randperm(len(self._test), generator=generator)[:n].tolist())
+
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Accuracy in [0, 1] on the site's test split."""
+    def evaluate(self, indices: Optional[List[int]] = None) -> float:
+        """Accuracy in [0, 1] on the site's test split, or on the test examples ``indices``."""
         self.model.eval()
-        order = sorted(range(len(self._test)), key=lambda i: len(self._test.ids[i]))
+        chosen = range(len(self._test)) if indices is None else indices
+        order = sorted(chosen, key=lambda i: len(self._test.ids[i]))
         correct = 0
         for b in range(0, len(order), self.settings.eval_batch_size):
             input_ids, mask, labels = self._test.batch(order[b : b + self.settings.eval_batch_size])
             logits = self.model(input_ids.to(self.device), mask.to(self.device))
             correct += int((logits.argmax(dim=-1).cpu() == labels).sum())
-        return correct / max(1, len(self._test))
+        return correct / max(1, len(order))
 
     def save_head(self, path: str) -> None:
         """Saves the client-private head (atomic write)."""

@@ -6,7 +6,7 @@ from typing import Dict, List, Mapping, Optional, Union
 import torch
 
 from fedbip_nvflare.core.grouping import GroupSpec, assign_groups
-from fedbip_nvflare.core.similarity import cosine_from_gram, gram_matrices, stacked_rows
+from fedbip_nvflare.core.similarity import center_gram, cosine_from_gram, gram_matrices, stacked_rows
 from fedbip_nvflare.core.weights import aggregation_weights, check_negative_policy
 
 Params = Dict[str, torch.Tensor]
@@ -62,6 +62,7 @@ def fedbip_aggregate(
     negative: str = "clip",
     similarity_vectors: Optional[Mapping[str, Mapping[str, torch.Tensor]]] = None,
     groups: GroupSpec = None,
+    center: bool = False,
 ) -> AggregationResult:
     """One FedBip server step over the clients that reported.
 
@@ -72,6 +73,9 @@ def fedbip_aggregate(
         similarity_vectors: Vectors to measure similarity on instead of ``task_vectors`` (e.g.
             ``θ_i − θ̄⁰`` for ``similarity_on="cumulative"``), same clients and names.
         groups: Custom layer groups (mapping or callable); default :func:`layer_group`.
+        center: Beyond the paper: measure the cosine after removing the mean of the (similarity) vectors,
+            i.e. the direction every client moved in this round (see :func:`center_gram`); the combined
+            updates are still the raw ``τ_k``. False is the paper's rule.
 
     Returns:
         The similarities, weights and per-client updates.
@@ -86,6 +90,8 @@ def fedbip_aggregate(
     names = list(task_vectors[clients[0]])
     group_of = assign_groups(names, groups) if layerwise else None
     grams = gram_matrices([measured[c] for c in clients], group_of)
+    if center:
+        grams = {g: center_gram(m) for g, m in grams.items()}
     if layerwise:
         similarity: WeightsResult = {g: cosine_from_gram(m) for g, m in grams.items()}
     else:
@@ -101,10 +107,11 @@ def personalized_aggregate(
     negative: str = "clip",
     similarity_vectors: Optional[Mapping[str, Mapping[str, torch.Tensor]]] = None,
     groups: GroupSpec = None,
+    center: bool = False,
 ) -> Dict[str, Params]:
     """FedBip's personalized updates ``{client: {name: Σ_k p_ik τ_k}}``.
 
     The personalized parameters of client i for the next round are ``θ̄_i + upd_i``.
     See :func:`fedbip_aggregate` for the arguments; this returns only its ``updates``.
     """
-    return fedbip_aggregate(task_vectors, layerwise, negative, similarity_vectors, groups).updates
+    return fedbip_aggregate(task_vectors, layerwise, negative, similarity_vectors, groups, center).updates

@@ -55,6 +55,17 @@ def gram_matrices(
     return grams
 
 
+def center_gram(gram: Matrix) -> Matrix:
+    """The Gram matrix of the vectors minus their mean, ``H G H`` with ``H = I − 11ᵀ/N``, from ``G`` alone.
+
+    Cosines of centred vectors measure how clients deviate alike from the round's mean update, not whether
+    they share it; with N = 2 the two centred vectors are opposite (cosine −1).
+    """
+    n = gram.shape[0]
+    h = torch.eye(n, dtype=gram.dtype, device=gram.device) - 1.0 / n
+    return h @ gram @ h
+
+
 def cosine_from_gram(gram: Matrix) -> Matrix:
     """Cosine matrix from a Gram matrix.
 

@@ -16,6 +16,7 @@ from fedbip_nvflare.server.controller import (
     validate_fedbip_options,
     validate_head_options,
 )
+from fedbip_nvflare.server.fedavg import validate_server_learning_rate
 
 PACKAGE = "fedbip_nvflare"
 CLIENT_MODES = ("executor", "client_api")
@@ -94,6 +95,7 @@ class FedBipRecipe(Recipe):
         layerwise: FedBip-L (per-layer-group weights).
         negative: Negative-cosine policy, "clip" or "keep".
         similarity_on: "round" or "cumulative".
+        center_similarity: Beyond the paper: cosines of the task vectors minus the round's mean vector.
         lora_r: LoRA rank.
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
@@ -120,6 +122,11 @@ class FedBipRecipe(Recipe):
             this is the "probe" baseline (how much the federated LoRA part adds at all).
         federate_head: Federate the classification head too (clients sharing one label space).
         num_labels: The shared number of labels, required with ``federate_head``.
+        round_eval_examples: Sites evaluate each round's received model on this many test examples (a fixed
+            seeded subset) to save time; the final personalized models use the whole test split. None: all.
+        server_learning_rate: With ``aggregation="fedavg"``: the global adapter moves by this multiple of the
+            averaged update (FedAvg with a server learning rate, ``θ ← θ + η·(mean θ_i − θ)``); 1.0 is plain
+            FedAvg. Averaging near-orthogonal updates shrinks the step, which η > 1 compensates.
     """
 
     def __init__(
@@ -155,6 +162,9 @@ class FedBipRecipe(Recipe):
         train_lora: bool = True,
         federate_head: bool = False,
         num_labels: Optional[int] = None,
+        round_eval_examples: Optional[int] = None,
+        server_learning_rate: float = 1.0,
+        center_similarity: bool = False,
     ):
         validate_fedbip_options(num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout)
         if aggregation == "fedavg":
@@ -163,6 +173,7 @@ class FedBipRecipe(Recipe):
         else:
             validate_aggregation(aggregation, dict(aggregation_options or {}))
         validate_head_options(federate_head, num_labels)
+        validate_server_learning_rate(server_learning_rate, aggregation)
         if client_mode not in CLIENT_MODES:
             raise ValueError(f"client_mode must be one of {CLIENT_MODES}, got {client_mode!r}")
         if launch_external_process and client_mode != "client_api":
@@ -176,6 +187,7 @@ class FedBipRecipe(Recipe):
         self.layerwise = layerwise
         self.negative = negative
         self.similarity_on = similarity_on
+        self.center_similarity = center_similarity
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
@@ -198,6 +210,8 @@ class FedBipRecipe(Recipe):
         self.train_lora = train_lora
         self.federate_head = federate_head
         self.num_labels = num_labels
+        self.round_eval_examples = round_eval_examples
+        self.server_learning_rate = float(server_learning_rate)
 
         FedBipExecutor(**self._client_settings({}))  # validates every client argument once, here
         job = FedJob(name=name, min_clients=min_clients)
@@ -218,14 +232,12 @@ class FedBipRecipe(Recipe):
         )
         head_labels = self.num_labels if self.federate_head else None
         if self.aggregation == "fedavg":
-            from nvflare.app_common.workflows.fedavg import FedAvg
-
             from fedbip_nvflare.server.final_validation import FinalValidation
             from fedbip_nvflare.server.persistor import AdapterPersistor
 
             return [
                 (AdapterPersistor(model=self.model, seed=self.seed, num_labels=head_labels, **lora), "persistor"),
-                (FedAvg(num_clients=self.min_clients, num_rounds=self.num_rounds, persistor_id="persistor"), "fedavg"),
+                (self._fedavg(), "fedavg"),
                 (FinalValidation(method="fedavg", num_rounds=self.num_rounds, persistor_id="persistor"), "final"),
             ]
         controller = FedBipController(
@@ -235,6 +247,7 @@ class FedBipRecipe(Recipe):
             layerwise=self.layerwise,
             negative=self.negative,
             similarity_on=self.similarity_on,
+            center_similarity=self.center_similarity,
             seed=self.seed,
             train_timeout=self.train_timeout,
             validate_timeout=self.validate_timeout,
@@ -248,6 +261,17 @@ class FedBipRecipe(Recipe):
         return [(controller, "fedbip_controller")]
 
     # -- per-site configuration ------------------------------------------------------------------
+    def _fedavg(self):
+        """NVFlare's own FedAvg; with a server learning rate other than 1, ``ServerLrFedAvg``."""
+        from nvflare.app_common.workflows.fedavg import FedAvg
+
+        from fedbip_nvflare.server.fedavg import ServerLrFedAvg
+
+        kwargs = dict(num_clients=self.min_clients, num_rounds=self.num_rounds, persistor_id="persistor")
+        if self.server_learning_rate == 1.0:
+            return FedAvg(**kwargs)
+        return ServerLrFedAvg(server_learning_rate=self.server_learning_rate, **kwargs)
+
     def _apply_per_site_config(self, config: Dict[str, Dict]) -> None:
         for site, site_config in config.items():
             unknown = sorted(set(site_config) - set(_SITE_KEYS))
@@ -273,6 +297,7 @@ class FedBipRecipe(Recipe):
             seed=self.seed,
             train_lora=self.train_lora,
             federate_head=self.federate_head,
+            round_eval_examples=self.round_eval_examples,
         )
         if not isinstance(settings["data"], dict) or ("suite" in settings["data"]) == (
             "train_path" in settings["data"]

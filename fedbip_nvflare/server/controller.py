@@ -50,6 +50,8 @@ class FedBipController(TargetedTasksController):
         layerwise: FedBip-L (similarities and weights per layer group).
         negative: Negative-cosine policy: "clip" (default) or "keep".
         similarity_on: "round" (cosine of this round's τ, the paper's rule) or "cumulative" (of θ_i − θ̄⁰).
+        center_similarity: Beyond the paper: measure cosines after removing the mean vector of the round's
+            clients (what all of them share); the method is then named with "-centered".
         lora_r: LoRA rank (must equal the clients').
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
@@ -93,6 +95,7 @@ class FedBipController(TargetedTasksController):
         aggregation_options: Optional[dict] = None,
         federate_head: bool = False,
         num_labels: Optional[int] = None,
+        center_similarity: bool = False,
     ):
         super().__init__(persistor_id="", ignore_result_error=True)
         self.model = model
@@ -101,6 +104,7 @@ class FedBipController(TargetedTasksController):
         self.layerwise = layerwise
         self.negative = negative
         self.similarity_on = similarity_on
+        self.center_similarity = bool(center_similarity)
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
@@ -175,7 +179,11 @@ class FedBipController(TargetedTasksController):
             {c: task_vector(accepted[c], self.theta0) for c in clients} if self.similarity_on == "cumulative" else None
         )
         result = fedbip_aggregate(
-            taus, layerwise=self.layerwise, negative=self.negative, similarity_vectors=sim_vectors
+            taus,
+            layerwise=self.layerwise,
+            negative=self.negative,
+            similarity_vectors=sim_vectors,
+            center=self.center_similarity,
         )
         for c in clients:
             self.thetas[c] = apply_update(sent[c], result.updates[c])
@@ -205,7 +213,8 @@ class FedBipController(TargetedTasksController):
         if self.aggregation != "fedbip":
             return self.aggregation
         name = "fedbip-l" if self.layerwise else "fedbip"
-        return name + ("-cumulative" if self.similarity_on == "cumulative" else "")
+        name += "-cumulative" if self.similarity_on == "cumulative" else ""
+        return name + ("-centered" if self.center_similarity else "")
 
     # -- workflow ------------------------------------------------------------------------------
     def run(self):
@@ -260,6 +269,7 @@ class FedBipController(TargetedTasksController):
             "layerwise": self.layerwise,
             "negative": self.negative,
             "similarity_on": self.similarity_on,
+            "center_similarity": self.center_similarity,
             "federate_head": self.federate_head,
             "seed": self.seed,
             "model": self.model,

@@ -15,8 +15,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if REPO not in sys.path:  # `benchmarks` is a repo-level package, not installed with fedbip_nvflare
     sys.path.insert(0, REPO)
 
-ALL_METHODS = ["probe", "local", "fedavg", "fedamp", "fedbip", "fedbip-l", "fedbip-cumulative", "oracle-groups"]
-# Implemented today; a method implemented later joins "methods" in benchmark.json and is checked the same way.
+ALL_METHODS = [
+    "probe",
+    "local",
+    "fedavg",
+    "fedavg-slr",
+    "fedamp",
+    "fedbip",
+    "fedbip-l",
+    "fedbip-cumulative",
+    "fedbip-centered",
+    "oracle-groups",
+]
 FAST = [
     "--num-clients",
     "2",
@@ -28,6 +38,8 @@ FAST = [
     "16",
     "--max-length",
     "32",
+    "--round-eval-examples",
+    "8",
 ]
 
 
@@ -70,7 +82,7 @@ def test_every_method_wrote_valid_results(benchmark_dir):
             assert {"task", "n_train", "accuracy_before", "accuracy", "adapter_dir"} <= set(c), (method, site)
             assert c["n_train"] == 16 and isinstance(c["task"], str) and c["adapter_dir"]
             assert _is_fraction(c["accuracy_before"]) and _is_fraction(c["accuracy"]), (method, site, c)
-        if method != "fedavg":  # NVFlare's FedAvg workflow writes no per-round weight log
+        if not method.startswith("fedavg"):  # NVFlare's FedAvg workflow writes no per-round weight log
             assert os.path.getsize(os.path.join(folder, "rounds.jsonl")) > 0
 
 
@@ -117,3 +129,24 @@ def test_gaps_to_local_are_paired_by_seed_and_client():
     assert rows["local"][1:] == ["60.0 ± 14.1", "60.0 ± 14.1", "60.0 ± 14.1", "-", "-"]
     # seed 0: gaps +10, -10 (mean 0, worst -10); seed 1: gaps +20, 0 (mean +10, worst 0)
     assert rows["fedbip"][3:] == ["65.0 ± 21.2", "+5.0 ± 7.1", "-5.0 ± 7.1"]
+
+
+def test_partner_weights_split_rows_into_self_partners_and_others(tmp_path):
+    from benchmarks.summary import partner_weights
+
+    clients = ["site-1", "site-2", "site-3", "site-4"]
+    groups = {"site-1": "a", "site-2": "a", "site-3": "b", "site-4": "b"}
+    w = [[0.5, 0.3, 0.2, 0.0], [0.2, 0.4, 0.1, 0.3], [0.0, 0.0, 1.0, 0.0], [0.1, 0.1, 0.2, 0.6]]
+    layerwise = {"layer.0.": w, "layer.1.": w}
+    folder = tmp_path / "fedbip" / "seed0"
+    folder.mkdir(parents=True)
+    records = [{"round": 0, "clients": clients, "weights": w}, {"round": 1, "clients": clients, "weights": layerwise}]
+    (folder / "rounds.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    runs = {"fedbip": {0: {}}, "local": {0: {}}}
+
+    rows = partner_weights(str(tmp_path), runs, ["local", "fedbip"], groups)
+
+    # self: (.5+.4+1+.6)/4; partners: (.3+.2+0+.2)/4; others: (.2+.4+0+.2)/4; top is a partner for 1 and 4
+    # (site-2's top non-self weight .3 goes to site-4, site-3 has no non-self weight).
+    expected = ["62.5", "17.5", "20.0", "50.0"]
+    assert rows == [["fedbip", 0, *expected], ["fedbip", 1, *expected]]

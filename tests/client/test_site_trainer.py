@@ -154,3 +154,17 @@ def test_a_round_is_reproducible_in_a_fresh_process(session, minilm_path, tmp_pa
     in_fresh, _, _ = fresh.train(theta0, current_round=2)
     for n in theta0:
         np.testing.assert_allclose(in_fresh[n], in_long_lived[n], rtol=0, atol=1e-6)
+
+
+def test_round_evaluations_use_a_fixed_subset_and_the_final_one_all(session):
+    trainer = session.trainer
+    subset = trainer.eval_subset(5)
+    assert len(subset) == 5 and len(set(subset)) == 5 and all(0 <= i < 16 for i in subset)
+    assert subset == trainer.eval_subset(5), "the subset must be the same every round"
+    assert trainer.eval_subset(None) is None and trainer.eval_subset(16) is None
+    with torch.no_grad():
+        logits = trainer.model(*trainer._test.batch(subset)[:2])
+    expected = float((logits.argmax(-1) == trainer._test.labels[subset]).float().mean())
+    assert trainer.evaluate(subset) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="round_eval_examples"):
+        TrainSettings(round_eval_examples=0)

@@ -204,3 +204,31 @@ def test_combine_with_explicit_weights():
     assert torch.equal(upd["b"]["w"], torch.tensor([10.0, 20.0]))
     grouped = combine(vecs, {"g": p.flip(0)}, group_of={"w": "g"})
     assert torch.equal(grouped["a"]["w"], torch.tensor([10.0, 20.0]))
+
+
+@pytest.mark.parametrize("layerwise", [False, True])
+def test_centered_similarity_matches_reference_on_explicitly_centred_vectors(layerwise):
+    vecs = random_vectors(CLIENTS, seed=5)
+    names = list(vecs[CLIENTS[0]])
+    mean = {n: sum(as_f64(vecs[c][n]) for c in CLIENTS) / len(CLIENTS) for n in names}
+    centred = {c: {n: as_f64(vecs[c][n]) - mean[n] for n in names} for c in CLIENTS}
+    group_of = {n: default_group(n) for n in TWO_LAYER_SHAPES} if layerwise else None
+    s_ref, p_ref, upd_ref = ref_aggregate(vecs, "clip", group_of, similarity_vectors=centred)
+
+    res = fedbip_aggregate(vecs, layerwise=layerwise, negative="clip", center=True)
+
+    sims = res.similarity if layerwise else {None: res.similarity}
+    for g in s_ref:
+        np.testing.assert_allclose(sims[g].numpy(), s_ref[g], atol=1e-5)
+    assert_updates_close(res.updates, upd_ref)
+
+
+def test_centering_removes_a_shared_direction():
+    # Every client = a large shared direction + a small private one; pairs (1,2) and (3,4) share the private part.
+    torch.manual_seed(0)
+    shared, a, b = torch.randn(64) * 10, torch.randn(64), torch.randn(64)
+    vecs = {c: {"w": shared + private + 0.01 * torch.randn(64)} for c, private in zip(CLIENTS, [a, a, b, b])}
+    plain = fedbip_aggregate(vecs).weights
+    centred = fedbip_aggregate(vecs, center=True).weights
+    assert plain[0, 2] > 0.15  # the shared direction makes everyone similar
+    assert centred[0, 2] == 0.0 and centred[0, 1] > 0.3  # centred: only the partner is similar

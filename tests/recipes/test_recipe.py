@@ -117,3 +117,24 @@ def test_fedavg_baseline_uses_nvflare_fedavg(tmp_path):
     assert server["components"][0]["path"] == "fedbip_nvflare.server.persistor.AdapterPersistor"
     with pytest.raises(ValueError, match="no aggregation_options"):
         FedBipRecipe(aggregation="fedavg", aggregation_options={"sigma": 1})
+
+
+def test_fedavg_with_a_server_learning_rate(tmp_path):
+    recipe = FedBipRecipe(name="fb_slr", aggregation="fedavg", server_learning_rate=2.0, min_clients=2)
+    _, configs = _export(recipe, tmp_path)
+    workflow = configs["app/config/config_fed_server.json"]["workflows"][0]
+    assert workflow["path"] == "fedbip_nvflare.server.fedavg.ServerLrFedAvg"
+    assert workflow["args"]["server_learning_rate"] == 2.0
+    with pytest.raises(ValueError, match="only to aggregation='fedavg'"):
+        FedBipRecipe(server_learning_rate=2.0)
+
+
+def test_centered_similarity_and_round_eval_examples_reach_server_and_sites(tmp_path):
+    recipe = FedBipRecipe(name="fb_center", center_similarity=True, round_eval_examples=50, min_clients=2)
+    _, configs = _export(recipe, tmp_path)
+    server_args = configs["app/config/config_fed_server.json"]["workflows"][0]["args"]
+    client_args = configs["app/config/config_fed_client.json"]["executors"][0]["executor"]["args"]
+    assert server_args["center_similarity"] is True
+    assert client_args["round_eval_examples"] == 50
+    with pytest.raises(ValueError, match="round_eval_examples"):
+        FedBipRecipe(round_eval_examples=0)
