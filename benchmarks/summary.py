@@ -13,6 +13,7 @@ import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from fedbip_nvflare.constants import FedBipKeys as K
+from fedbip_nvflare.data import site_list
 
 SUMMARY_FILE = "summary.md"
 ROUNDS_PLOT = "accuracy_by_round.png"
@@ -206,6 +207,30 @@ def partner_weights(output: str, runs: Runs, methods: Sequence[str], groups: Map
     return rows
 
 
+def conflict_weights(output: str, runs: Runs, methods: Sequence[str], conflicting: Sequence[str]) -> List[List[str]]:
+    """Per method and round: the weight honest clients put on the conflicting ones, and the reverse.
+
+    Returns:
+        Table rows ``[method, round, honest → conflicting, conflicting → honest]``: each client's summed
+        weight on the other side, averaged over the clients of its side and over seeds, in %.
+    """
+    rows = []
+    bad = set(conflicting)
+    for method in methods:
+        if method in FIXED_WEIGHTS:
+            continue
+        by_round: Dict[int, Tuple[List[float], List[float]]] = {}
+        for seed in sorted(runs.get(method, {})):
+            for rnd, clients, w in _round_weights(os.path.join(output, method, f"seed{seed}", K.ROUNDS_FILE)):
+                honest_to, bad_to = by_round.setdefault(rnd, ([], []))
+                for i, c in enumerate(clients):
+                    other_side = [k for k, o in enumerate(clients) if (o in bad) != (c in bad)]
+                    (bad_to if c in bad else honest_to).append(sum(w[i, k] for k in other_side))
+        for rnd in sorted(by_round):
+            rows.append([method, rnd, *[f"{100 * statistics.mean(v):.1f}" if v else "-" for v in by_round[rnd]]])
+    return rows
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -269,13 +294,16 @@ def write_summary(output: str) -> str:
 
     groups = info.get("groups") or {}
     partner_rows = partner_weights(output, runs, methods, groups) if groups else []
+    conflicting = site_list(info.get("data", {}).get("conflict_sites"))
+    conflict_rows = conflict_weights(output, runs, methods, conflicting) if conflicting else []
 
     config = ", ".join(f"{k}={v}" for k, v in spec.items())
     total = info.get("wall_time_s")
     text = [
         f"# Quality benchmark: {spec.get('suite', '?')}",
         "",
-        f"Command: `{info.get('command')}`",
+        f"Command: `{info.get('command')}`"
+        + (f" (at commit `{info['git_commit']}`)" if info.get("git_commit") else ""),
         "",
         f"Configuration: {config or '?'}; seeds {seeds}; data config `{json.dumps(info.get('data', {}))}`.",
         "",
@@ -307,6 +335,16 @@ def write_summary(output: str) -> str:
             "share of clients whose largest non-self weight goes to a partner.",
             "",
             markdown_table(["method", "round", "self", "partners", "others", "top = partner"], partner_rows),
+            "",
+        ]
+    if conflict_rows:
+        text += [
+            f"## Weight between honest clients and the conflicting ones ({', '.join(conflicting)}) by round (%)",
+            "",
+            "Each client's summed weight on the clients of the other side, mean over the clients of its side and "
+            "seeds (the conflicting clients label every text with the next class).",
+            "",
+            markdown_table(["method", "round", "honest → conflicting", "conflicting → honest"], conflict_rows),
             "",
         ]
     text += [

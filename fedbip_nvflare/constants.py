@@ -19,6 +19,7 @@ class FedBipKeys:
     N_TEST = "n_test"
     ADAPTER_DIR = "adapter_dir"
     LABEL_NAMES = "label_names"
+    LABEL_SPACE = "label_space"  # fingerprint of the label names: heads are combined only within one
 
     # task names
     TRAIN_TASK = "train"

@@ -10,7 +10,7 @@ import torch
 from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.client.trainer import HEAD_FILE, TextSiteTrainer
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.data import TextTaskData, load_site_data, load_suite_site
+from fedbip_nvflare.data import TextTaskData, load_site_data, load_suite_site, shift_labels, site_list
 from fedbip_nvflare.models import LoraSettings
 
 logger = logging.getLogger(__name__)
@@ -25,8 +25,10 @@ def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
         data: Either ``{"suite": "text-tasks", "n_train": 300, "n_test": 200, "seed": 0}`` (a built-in
             offline suite, see :func:`fedbip_nvflare.data.load_suite_site`; the site's name picks its data),
             optionally with ``"data_dir"`` and the suite options ``"num_clients"`` (int, required by
-            ``label-skew``), ``"group_size"`` (int, ``text-groups``, default 2) and ``"alpha"`` (float,
-            ``label-skew``, default 1.0), or ``{"train_path": ..., "test_path": ...,
+            ``label-skew``), ``"group_size"`` (int, ``text-groups``, default 2), ``"alpha"`` (float,
+            ``label-skew``, default 1.0) and ``"conflict_sites"`` (sites whose labels are shifted by one,
+            ``"site-9,site-10"`` or a list: clients that conflict with the others, see
+            :func:`fedbip_nvflare.data.shift_labels`), or ``{"train_path": ..., "test_path": ...,
             "task": ..., "max_train": ..., "max_test": ..., "seed": ...}`` (the site's own CSV/JSONL files
             with ``text`` and ``label`` columns).
         site_name: This site's name.
@@ -40,6 +42,7 @@ def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
     """
     data = dict(data or {})
     suite_keys = {"suite", "n_train", "n_test", "seed", "data_dir", "num_clients", "group_size", "alpha"}
+    suite_keys |= {"conflict_sites"}
     file_keys = {"train_path", "test_path", "task", "max_train", "max_test", "seed", "test_fraction"}
     if ("suite" in data) == ("train_path" in data):
         raise ValueError(
@@ -51,7 +54,7 @@ def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
     if unknown:
         raise ValueError(f"site {site_name}: unknown data config keys {unknown}; allowed: {sorted(allowed)}")
     if "suite" in data:
-        return load_suite_site(
+        task = load_suite_site(
             data["suite"],
             site_name,
             n_train=int(data.get("n_train", 300)),
@@ -62,6 +65,7 @@ def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
             group_size=int(data.get("group_size", 2)),
             alpha=float(data.get("alpha", 1.0)),
         )
+        return shift_labels(task) if site_name in site_list(data.get("conflict_sites")) else task
     return load_site_data(
         data["train_path"],
         data.get("test_path"),
@@ -110,7 +114,12 @@ class SiteSession:
 
     def _info(self) -> Dict[str, Any]:
         data = self.trainer.data
-        return {K.TASK: data.task, K.N_TRAIN: len(data.train.texts), K.N_TEST: len(data.test.texts)}
+        return {
+            K.TASK: data.task,
+            K.N_TRAIN: len(data.train.texts),
+            K.N_TEST: len(data.test.texts),
+            K.LABEL_SPACE: data.label_space,
+        }
 
     def train(self, params: Mapping[str, Any], current_round: int) -> Tuple[Dict[str, Any], Dict[str, float], Dict]:
         """Runs one train task.

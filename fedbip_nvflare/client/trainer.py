@@ -103,15 +103,20 @@ class TextSiteTrainer:
         return {n: state[n].detach().float().cpu().clone() for n in self._federated_names}
 
     def set_federated(self, params: Mapping[str, object]) -> None:
-        """Loads received federated tensors (numpy arrays or tensors) into the LoRA adapter.
+        """Loads received federated tensors (numpy arrays or tensors) into the LoRA adapter (and head).
+
+        A federated head may be absent (heads federated per label space join after the site's first round):
+        the site then keeps its own head.
 
         Raises:
             ValueError: Names or shapes differ from this site's adapter.
         """
         from peft import set_peft_model_state_dict
 
-        missing = [n for n in self._federated_names if n not in params]
-        extra = [n for n in params if n not in self._federated_names]
+        head_names = [n for n in self._federated_names if n not in self._lora_names]
+        expected = self._federated_names if any(n in params for n in head_names) else self._lora_names
+        missing = [n for n in expected if n not in params]
+        extra = [n for n in params if n not in expected]
         if missing or extra:
             raise ValueError(
                 f"received federated tensors do not match this site's LoRA adapter: missing {missing[:3]}, "
@@ -120,7 +125,7 @@ class TextSiteTrainer:
             )
         current = self.get_federated()
         state = {}
-        for n in self._federated_names:
+        for n in expected:
             value = torch.as_tensor(np.asarray(params[n]) if not isinstance(params[n], torch.Tensor) else params[n])
             if tuple(value.shape) != tuple(current[n].shape):
                 raise ValueError(
@@ -128,8 +133,9 @@ class TextSiteTrainer:
                 )
             state[n] = value.to(torch.float32)
         set_peft_model_state_dict(self.model.backbone, {n: state[n] for n in self._lora_names})
-        if self.settings.federate_head:
-            self.model.load_head_state({n: state[n].to(self.device) for n in state if n not in self._lora_names})
+        head = {n: state[n].to(self.device) for n in state if n not in self._lora_names}
+        if head:
+            self.model.load_head_state(head)
 
     def train(self, epochs: Optional[int] = None, round_index: int = 0) -> Dict[str, float]:
         """Fine-tunes LoRA and head for ``epochs`` (default ``settings.local_epochs``) with a fresh AdamW.

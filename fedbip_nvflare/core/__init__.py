@@ -4,7 +4,14 @@ Public API (stable): :func:`cosine_similarity_matrix`, :func:`aggregation_weight
 :func:`personalized_aggregate`; plus the building blocks the server uses.
 """
 
-from fedbip_nvflare.core.aggregation import AggregationResult, combine, fedbip_aggregate, personalized_aggregate
+from fedbip_nvflare.core.aggregation import (
+    AggregationResult,
+    combine,
+    combine_by_space,
+    fedbip_aggregate,
+    personalized_aggregate,
+    restrict_weights,
+)
 from fedbip_nvflare.core.grouping import assign_groups, layer_group
 from fedbip_nvflare.core.similarity import cosine_similarity_matrix
 from fedbip_nvflare.core.task_vectors import apply_update, check_update, l2_norm, task_vector
@@ -21,10 +28,12 @@ __all__ = [
     "assign_groups",
     "check_update",
     "combine",
+    "combine_by_space",
     "cosine_similarity_matrix",
     "fedbip_aggregate",
     "l2_norm",
     "layer_group",
     "personalized_aggregate",
+    "restrict_weights",
     "task_vector",
 ]

@@ -56,6 +56,51 @@ def combine(
     return updates
 
 
+def restrict_weights(weights: torch.Tensor, members: List[int]) -> torch.Tensor:
+    """The weights among ``members`` only, each row renormalised to sum to 1 (self only if it sums to 0).
+
+    Args:
+        weights: ``[N, N]`` weights with non-negative rows.
+        members: Row/column indices to keep, in order.
+
+    Returns:
+        ``[M, M]`` weights.
+    """
+    idx = torch.as_tensor(members, dtype=torch.long)
+    sub = weights.to(torch.float32)[idx][:, idx].clone()
+    sums = sub.sum(dim=1, keepdim=True)
+    empty = sums.squeeze(1) <= 0
+    sub = sub / torch.where(sums > 0, sums, torch.ones_like(sums))
+    sub[empty] = torch.eye(len(members))[empty]
+    return sub
+
+
+def combine_by_space(
+    task_vectors: Mapping[str, Mapping[str, torch.Tensor]], weights: torch.Tensor, space_of: Mapping[str, str]
+) -> Dict[str, Params]:
+    """``upd_i = Σ_k p̃_ik τ_k`` over the clients k that share client i's space (e.g. label space) only.
+
+    For tensors that only clients of the same space can combine, such as classification heads federated per
+    label space: ``p̃`` is ``weights`` restricted to the space and renormalised (:func:`restrict_weights`).
+
+    Args:
+        task_vectors: ``{client: {name: τ}}``, the row order of ``weights``; names and shapes may differ
+            between spaces, not within one.
+        weights: ``[N, N]`` weights over all clients.
+        space_of: ``{client: space}``.
+
+    Returns:
+        ``{client: {name: update}}``.
+    """
+    clients = list(task_vectors)
+    updates: Dict[str, Params] = {}
+    for space in dict.fromkeys(space_of[c] for c in clients):
+        members = [i for i, c in enumerate(clients) if space_of[c] == space]
+        sub = {clients[i]: task_vectors[clients[i]] for i in members}
+        updates.update(combine(sub, restrict_weights(weights, members)))
+    return updates
+
+
 def fedbip_aggregate(
     task_vectors: Mapping[str, Mapping[str, torch.Tensor]],
     layerwise: bool = False,

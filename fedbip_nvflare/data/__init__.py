@@ -1,7 +1,7 @@
 """Site data loading: files a site points at, and the built-in offline benchmark suites."""
 
 from fedbip_nvflare.data.suites import GROUP_TASKS, SUITES, TEXT_TASKS, load_suite_site, site_names, suite_groups
-from fedbip_nvflare.data.text import TextSplit, TextTaskData, load_site_data, load_text_file
+from fedbip_nvflare.data.text import TextSplit, TextTaskData, load_site_data, load_text_file, shift_labels, site_list
 
 __all__ = [
     "GROUP_TASKS",
@@ -12,6 +12,8 @@ __all__ = [
     "load_site_data",
     "load_suite_site",
     "load_text_file",
+    "shift_labels",
+    "site_list",
     "site_names",
     "suite_groups",
 ]

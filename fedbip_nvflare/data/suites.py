@@ -50,14 +50,14 @@ import os
 import re
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from fedbip_nvflare.assets import require_data_dir
-from fedbip_nvflare.data.text import TextSplit, TextTaskData
+from fedbip_nvflare.data.text import SHIFTED_SUFFIX, TextSplit, TextTaskData, site_list
 
 TEXT_TASKS = [
     "bbc-news",
@@ -399,13 +399,17 @@ def _site_index(site: str) -> int:
     return int(match.group(1)) - 1
 
 
-def suite_groups(suite: str, num_clients: int, group_size: int = 2) -> dict[str, str]:
+def suite_groups(
+    suite: str, num_clients: int, group_size: int = 2, conflict_sites: Sequence[str] | str | None = None
+) -> dict[str, str]:
     """Ground-truth grouping of a suite's sites, for an oracle baseline that federates only within groups.
 
     Args:
         suite: Suite name, a key of ``SUITES``.
         num_clients: Number of sites N; the sites are ``site_names(N)``.
         group_size: Sites per group of ``text-groups`` (ignored by the other suites).
+        conflict_sites: Sites whose labels are shifted (the data config's ``conflict_sites``): they form
+            groups of their own, ``<group>-shifted``.
 
     Returns:
         ``{site: group name}``. ``text-groups``: ``f"{task}-g{g}"`` with group ``g = (k - 1) // group_size``,
@@ -417,11 +421,14 @@ def suite_groups(suite: str, num_clients: int, group_size: int = 2) -> dict[str,
         ValueError: For an unknown suite or a ``num_clients`` or ``group_size`` < 1.
     """
     spec, block_size = _layout(suite, group_size, _positive_int("num_clients", num_clients))
+    shifted = set(site_list(conflict_sites))
     groups = {}
     for k, site in enumerate(site_names(num_clients)):
         block = k // block_size
         task = spec.tasks[block % len(spec.tasks)]
         groups[site] = f"{task}-g{block}" if spec.block_is_group else f"{task}-{site}"
+        if site in shifted:
+            groups[site] += SHIFTED_SUFFIX
     return groups
 
 

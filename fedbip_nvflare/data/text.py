@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -46,9 +47,46 @@ class TextTaskData:
     test: TextSplit
 
     @property
+    def label_space(self) -> str:
+        """A fingerprint of the label names in order: sites with equal fingerprints share one label space."""
+        return hashlib.sha256(json.dumps(list(self.label_names)).encode()).hexdigest()[:16]
+
+    @property
     def num_labels(self) -> int:
         """Number of classes."""
         return len(self.label_names)
+
+
+SHIFTED_SUFFIX = "-shifted"
+
+
+def shift_labels(data: TextTaskData, shift: int = 1) -> TextTaskData:
+    """The same texts with every label ``y`` replaced by ``(y + shift) mod C``: a site that conflicts with the others.
+
+    The label names are unchanged, so the site claims, for instance, that a text about hockey is about
+    baseball. With ``shift`` not a multiple of C no example keeps its label. The task is renamed
+    ``<task>-shifted``.
+
+    Raises:
+        ValueError: Fewer than two classes.
+    """
+    c = len(data.label_names)
+    if c < 2:
+        raise ValueError(f"shifting labels needs at least 2 classes, task {data.task!r} has {c}")
+
+    def shifted(split: TextSplit) -> TextSplit:
+        return TextSplit(list(split.texts), [(y + shift) % c for y in split.labels])
+
+    return TextTaskData(data.task + SHIFTED_SUFFIX, list(data.label_names), shifted(data.train), shifted(data.test))
+
+
+def site_list(value: object) -> list[str]:
+    """Site names from a list or a comma-separated string (``"site-9,site-10"``); ``None`` gives []."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(v).strip() for v in items if str(v).strip()]
+    return names
 
 
 def load_text_file(path: str) -> tuple[list[str], list[str]]:

@@ -46,9 +46,32 @@ class LoraSettings:
         )
 
 
-def _init_lora_tensor(
-    name: str, shape: Sequence[int], generator: torch.Generator, head_fan_in: Optional[int] = None
-) -> torch.Tensor:
+HEAD_SEED_OFFSET = 1_000_003
+
+
+def initial_head(num_labels: int, hidden_size: int, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """A fresh classification head, identical wherever it is built for the same (seed, labels, hidden size).
+
+    Sites start their head from it and the server uses it as θ̄⁰ of a federated head, so a head that joins the
+    federation later (heads federated per label space) has a known starting point. nn.Linear's default init,
+    ``U(±1/√hidden)`` for weight and bias, from a generator of its own.
+
+    Returns:
+        ``{"head.weight": [num_labels, hidden_size], "head.bias": [num_labels]}`` in fp32.
+    """
+    generator = torch.Generator().manual_seed(int(seed) + HEAD_SEED_OFFSET)
+    bound = 1.0 / math.sqrt(hidden_size)
+    weight = (torch.rand((int(num_labels), int(hidden_size)), generator=generator) * 2 - 1) * bound
+    bias = (torch.rand((int(num_labels),), generator=generator) * 2 - 1) * bound
+    return {HEAD_PREFIX + "weight": weight, HEAD_PREFIX + "bias": bias}
+
+
+def is_head(name: str) -> bool:
+    """Whether a federated tensor name belongs to the classification head."""
+    return name.startswith(HEAD_PREFIX)
+
+
+def _init_lora_tensor(name: str, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
     # Matches peft's default init: A ~ kaiming_uniform(a=√5) = U(±1/√fan_in), B = 0.
     if ".lora_A." in name:
         bound = 1.0 / math.sqrt(shape[1])
@@ -57,10 +80,7 @@ def _init_lora_tensor(
         return torch.zeros(tuple(shape))
     if ".lora_embedding_B" in name:
         return torch.randn(tuple(shape), generator=generator)
-    if name.startswith(HEAD_PREFIX) and head_fan_in:  # nn.Linear's default: U(±1/√fan_in), weight and bias
-        bound = 1.0 / math.sqrt(head_fan_in)
-        return (torch.rand(tuple(shape), generator=generator) * 2 - 1) * bound
-    raise ValueError(f"cannot initialise adapter tensor {name!r}: only LoRA A/B and head tensors are supported")
+    raise ValueError(f"cannot initialise adapter tensor {name!r}: only LoRA A/B tensors are supported")
 
 
 def adapter_shapes(
@@ -109,5 +129,8 @@ def initial_adapter(
     """
     generator = torch.Generator().manual_seed(int(seed))
     shapes = adapter_shapes(model_name_or_path, lora, head_labels)
-    fan_in = shapes[HEAD_PREFIX + "weight"][1] if head_labels is not None else None
-    return {n: _init_lora_tensor(n, s, generator, fan_in) for n, s in shapes.items()}
+    theta0 = {n: _init_lora_tensor(n, s, generator) for n, s in shapes.items() if not is_head(n)}
+    if head_labels is not None:
+        labels, hidden = shapes[HEAD_PREFIX + "weight"]
+        theta0.update(initial_head(labels, hidden, seed))
+    return theta0

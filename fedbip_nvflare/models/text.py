@@ -5,7 +5,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from fedbip_nvflare.models.lora import HEAD_PREFIX, LoraSettings
+from fedbip_nvflare.models.lora import HEAD_PREFIX, LoraSettings, initial_head
 from fedbip_nvflare.models.resolve import resolve_model_path
 
 
@@ -41,7 +41,7 @@ class TextClassifier(nn.Module):
 def build_text_classifier(
     model_name_or_path: str, num_labels: int, lora: LoraSettings, seed: int = 0
 ) -> Tuple[TextClassifier, "object"]:
-    """Loads the pre-trained encoder and tokenizer, adds LoRA and a fresh head.
+    """Loads the pre-trained encoder and tokenizer, adds LoRA and a fresh head (``initial_head`` for the seed).
 
     Args:
         model_name_or_path: HF model id or local folder (known ids resolve to offline copies).
@@ -70,7 +70,9 @@ def build_text_classifier(
         raise ValueError(
             f"LoRA target modules {list(lora.target_modules)} do not match modules of {model_name_or_path!r}: {e}"
         ) from e
-    return TextClassifier(peft_backbone, num_labels), tokenizer
+    model = TextClassifier(peft_backbone, num_labels)
+    model.load_head_state(initial_head(num_labels, model.head.in_features, seed))
+    return model, tokenizer
 
 
 def trainable_names(model: nn.Module) -> List[str]:

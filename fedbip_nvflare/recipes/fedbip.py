@@ -120,8 +120,10 @@ class FedBipRecipe(Recipe):
         aggregation_options: Options of a baseline rule (FedAMP ``sigma``/``self_weight``; oracle ``groups``).
         train_lora: False trains only each site's head on the frozen backbone: with ``aggregation="local"``
             this is the "probe" baseline (how much the federated LoRA part adds at all).
-        federate_head: Federate the classification head too (clients sharing one label space).
-        num_labels: The shared number of labels, required with ``federate_head``.
+        federate_head: Federate the classification head too, under the same weights, combined only among
+            clients of the same label space (e.g. the pairs of ``text-groups``).
+        num_labels: With ``federate_head``: the number of labels every site shares (the head is then in θ̄⁰);
+            None: heads join per label space after each site's first round. Required for ``"fedavg"``.
         round_eval_examples: Sites evaluate each round's received model on this many test examples (a fixed
             seeded subset) to save time; the final personalized models use the whole test split. None: all.
         server_learning_rate: With ``aggregation="fedavg"``: the global adapter moves by this multiple of the
@@ -173,6 +175,11 @@ class FedBipRecipe(Recipe):
         else:
             validate_aggregation(aggregation, dict(aggregation_options or {}))
         validate_head_options(federate_head, num_labels)
+        if aggregation == "fedavg" and federate_head and num_labels is None:
+            raise ValueError(
+                "aggregation='fedavg' averages one head for everyone: federate_head=True needs num_labels (every "
+                "site's shared number of labels); heads per label space need a FedBip-family aggregation"
+            )
         validate_server_learning_rate(server_learning_rate, aggregation)
         if client_mode not in CLIENT_MODES:
             raise ValueError(f"client_mode must be one of {CLIENT_MODES}, got {client_mode!r}")

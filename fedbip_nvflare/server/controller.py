@@ -14,11 +14,20 @@ from fedbip_nvflare.core import (
     apply_update,
     check_update,
     combine,
+    combine_by_space,
     fedbip_aggregate,
     task_vector,
 )
 from fedbip_nvflare.core.baselines import fedamp_weights, group_weights, local_weights
-from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS, LoraSettings, initial_adapter, resolve_model_path
+from fedbip_nvflare.models import (
+    DEFAULT_TEXT_TARGETS,
+    HEAD_PREFIX,
+    LoraSettings,
+    initial_adapter,
+    initial_head,
+    is_head,
+    resolve_model_path,
+)
 from fedbip_nvflare.server.state import ClientStateStore
 from fedbip_nvflare.server.targeted import TargetedTasksController
 
@@ -68,8 +77,12 @@ class FedBipController(TargetedTasksController):
             "oracle-groups" (uniform averaging within known client groups).
         aggregation_options: Options of the baseline rule: ``{"sigma", "self_weight"}`` for "fedamp",
             ``{"groups": {client: group}}`` for "oracle-groups".
-        federate_head: Federate the classification head with the LoRA tensors (shared label space only).
-        num_labels: The shared number of labels, required with ``federate_head``.
+        federate_head: Federate the classification head with the LoRA tensors, under the same weights. Heads
+            are combined only among clients of the same label space (sites report it); the similarity includes
+            them only when every client of the round shares one label space.
+        num_labels: With ``federate_head``, the number of labels every client shares: θ̄⁰ then holds the head
+            and sends it from round 0. None: heads join per label space with each client's first result,
+            starting from the same fresh head the site built (``initial_head``).
     """
 
     def __init__(
@@ -134,7 +147,8 @@ class FedBipController(TargetedTasksController):
         rejected: Dict[str, str] = {}
         for client, result in results.items():
             params = result.params or {}
-            reason = check_update(params, sent[client])
+            reason = self._join_head(client, params, sent)
+            reason = reason or check_update(params, sent[client])
             if reason is None and result.params_type not in (None, ParamsType.FULL):
                 reason = f"params_type {result.params_type} (FedBip needs the FULL federated parameters)"
             if reason is not None:
@@ -143,7 +157,7 @@ class FedBipController(TargetedTasksController):
                 continue
             accepted[client] = {n: torch.as_tensor(params[n]).float() for n in sent[client]}
             info = self.client_info.setdefault(client, {})
-            for key in (K.TASK, K.N_TRAIN, K.N_TEST):
+            for key in (K.TASK, K.N_TRAIN, K.N_TEST, K.LABEL_SPACE):
                 if key in result.meta:
                     info[key] = result.meta[key]
             if rnd == 0 and K.ACCURACY_LOCAL in (result.metrics or {}):
@@ -152,6 +166,51 @@ class FedBipController(TargetedTasksController):
                 {"round": rnd, **{k: float(v) for k, v in (result.metrics or {}).items()}}
             )
         return accepted, rejected
+
+    def _join_head(self, client: str, params: dict, sent: Dict[str, Params]) -> Optional[str]:
+        """Heads federated per label space join with the client's first result: its θ̄ is the fresh head.
+
+        When a federated head was not sent (it is not in θ̄⁰), the returned head's label count picks the
+        fresh head every site starts from (``initial_head``); ``sent[client]`` gets it, so the head's task
+        vector is exact. Returns a rejection reason if the returned head is unusable.
+        """
+        if not self.federate_head or any(is_head(n) for n in sent[client]):
+            return None
+        weight = params.get(HEAD_PREFIX + "weight")
+        shape = tuple(getattr(weight, "shape", ()))
+        if len(shape) != 2 or shape[0] < 2:
+            return f"federate_head is on but the result has no usable {HEAD_PREFIX}weight (shape {shape})"
+        sent[client] = {**sent[client], **initial_head(shape[0], shape[1], self.seed)}
+        return None
+
+    def _theta0_of(self, params: Params) -> Params:
+        """θ̄⁰ for a client with these parameters: θ̄⁰, plus its fresh head if heads join per label space."""
+        weight = params.get(HEAD_PREFIX + "weight")
+        if weight is None or HEAD_PREFIX + "weight" in self.theta0:
+            return self.theta0
+        return {**self.theta0, **initial_head(weight.shape[0], weight.shape[1], self.seed)}
+
+    def _label_spaces(self, clients: List[str], accepted: Dict[str, Params]) -> Dict[str, str]:
+        """``{client: label space}`` from the clients' metadata, else from their head's label count."""
+        spaces = {}
+        for c in clients:
+            head = accepted[c].get(HEAD_PREFIX + "weight")
+            fallback = f"{head.shape[0]}-labels" if head is not None else "no-head"
+            spaces[c] = str(self.client_info.get(c, {}).get(K.LABEL_SPACE) or fallback)
+        return spaces
+
+    def _split_heads(self, clients: List[str], accepted: Dict[str, Params]):
+        """Which tensors all clients combine, and the per-label-space heads (None: one shared label space).
+
+        Returns:
+            ``(shared_names, spaces)``: every federated tensor when the round's clients share one label space
+            (or heads are private), else the non-head tensors and ``{client: label space}`` for the heads.
+        """
+        names = list(accepted[clients[0]])
+        spaces = self._label_spaces(clients, accepted)
+        if not self.federate_head or len(set(spaces.values())) == 1:
+            return names, None
+        return [n for n in names if not is_head(n)], spaces
 
     def _log_round_files(self, rnd: int, sent: Dict[str, Params], accepted: Dict[str, Params]):
         from safetensors.torch import save_file
@@ -174,19 +233,31 @@ class FedBipController(TargetedTasksController):
         clients = sorted(accepted)
         if self.aggregation != "fedbip":
             return self._aggregate_baseline(clients, sent, accepted)
+        shared, spaces = self._split_heads(clients, accepted)
         taus = {c: task_vector(accepted[c], sent[c]) for c in clients}
-        sim_vectors = (
-            {c: task_vector(accepted[c], self.theta0) for c in clients} if self.similarity_on == "cumulative" else None
-        )
+        sim_vectors = None
+        if self.similarity_on == "cumulative":
+            sim_vectors = {}
+            for c in clients:
+                start = self._theta0_of(accepted[c])
+                sim_vectors[c] = task_vector({n: accepted[c][n] for n in shared}, {n: start[n] for n in shared})
         result = fedbip_aggregate(
-            taus,
+            {c: {n: taus[c][n] for n in shared} for c in clients},
             layerwise=self.layerwise,
             negative=self.negative,
             similarity_vectors=sim_vectors,
             center=self.center_similarity,
         )
+        updates = result.updates
+        if spaces is not None:
+            heads = {c: {n: t for n, t in taus[c].items() if is_head(n)} for c in clients}
+            weights = result.weights
+            if isinstance(weights, dict):  # layer-wise: heads use the mean of the groups' weights
+                weights = torch.stack(list(weights.values())).mean(dim=0)
+            head_updates = combine_by_space(heads, weights, spaces)
+            updates = {c: {**updates[c], **head_updates[c]} for c in clients}
         for c in clients:
-            self.thetas[c] = apply_update(sent[c], result.updates[c])
+            self.thetas[c] = apply_update(sent[c], updates[c])
         return {
             "clients": clients,
             "similarity": _matrix_json(result.similarity),
@@ -194,16 +265,26 @@ class FedBipController(TargetedTasksController):
         }
 
     def _aggregate_baseline(self, clients: List[str], sent: Dict[str, Params], accepted: Dict[str, Params]) -> dict:
+        shared, spaces = self._split_heads(clients, accepted)
+
+        def mix(vectors: Dict[str, Params], weights: torch.Tensor) -> Dict[str, Params]:
+            mixed = combine({c: {n: vectors[c][n] for n in shared} for c in clients}, weights)
+            if spaces is None:
+                return mixed
+            heads = combine_by_space(
+                {c: {n: t for n, t in vectors[c].items() if is_head(n)} for c in clients}, weights, spaces
+            )
+            return {c: {**mixed[c], **heads[c]} for c in clients}
+
         if self.aggregation == "fedamp":
-            weights = fedamp_weights([accepted[c] for c in clients], **self.aggregation_options)
-            mixed = combine({c: accepted[c] for c in clients}, weights)
-            self.thetas.update(mixed)
+            weights = fedamp_weights([{n: accepted[c][n] for n in shared} for c in clients], **self.aggregation_options)
+            self.thetas.update(mix(accepted, weights))
         else:
             if self.aggregation == "local":
                 weights = local_weights(len(clients))
             else:
                 weights = group_weights(clients, self.aggregation_options["groups"])
-            updates = combine({c: task_vector(accepted[c], sent[c]) for c in clients}, weights)
+            updates = mix({c: task_vector(accepted[c], sent[c]) for c in clients}, weights)
             for c in clients:
                 self.thetas[c] = apply_update(sent[c], updates[c])
         return {"clients": clients, "weights": weights.tolist()}
@@ -314,6 +395,8 @@ def validate_aggregation(aggregation: str, options: dict) -> None:
 
 
 def validate_head_options(federate_head: bool, num_labels: Optional[int]) -> None:
-    """A federated head needs the shared number of labels."""
-    if federate_head and (not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 2):
-        raise ValueError(f"federate_head=True needs num_labels, the shared number of labels (>= 2), got {num_labels!r}")
+    """``num_labels`` is None (heads federated per label space) or the shared number of labels (>= 2)."""
+    if num_labels is not None and not federate_head:
+        raise ValueError("num_labels is only used with federate_head=True; remove it or federate the head")
+    if num_labels is not None and (not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 2):
+        raise ValueError(f"num_labels must be the shared number of labels (an int >= 2) or None, got {num_labels!r}")

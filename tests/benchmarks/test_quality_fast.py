@@ -65,6 +65,7 @@ def test_every_method_runs(benchmark_dir):
     with open(os.path.join(benchmark_dir, "benchmark.json")) as f:
         info = json.load(f)
     assert info["methods"] == ALL_METHODS
+    assert info["git_commit"] is None or len(info["git_commit"].split("+")[0]) == 40
     assert {(r["method"], r["seed"], r["status"]) for r in info["runs"]} == {(m, 0, "ok") for m in info["methods"]}
 
 
@@ -150,3 +151,60 @@ def test_partner_weights_split_rows_into_self_partners_and_others(tmp_path):
     # (site-2's top non-self weight .3 goes to site-4, site-3 has no non-self weight).
     expected = ["62.5", "17.5", "20.0", "50.0"]
     assert rows == [["fedbip", 0, *expected], ["fedbip", 1, *expected]]
+
+
+def test_conflict_weights_measure_both_directions(tmp_path):
+    from benchmarks.summary import conflict_weights
+
+    clients = ["site-1", "site-2", "site-3"]
+    w = [[0.8, 0.1, 0.1], [0.2, 0.6, 0.2], [0.0, 0.5, 0.5]]
+    folder = tmp_path / "fedbip" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "rounds.jsonl").write_text(json.dumps({"round": 0, "clients": clients, "weights": w}) + "\n")
+
+    rows = conflict_weights(str(tmp_path), {"fedbip": {0: {}}}, ["fedbip"], ["site-3"])
+
+    assert rows == [["fedbip", 0, "15.0", "50.0"]]  # honest: (.1 + .2) / 2; conflicting: .0 + .5
+
+
+def _run_ok(tmp_path, suite: str, num_clients: str, *methods: str) -> str:
+    """Runs FAST with federated heads on a suite and asserts it succeeded; returns the output folder."""
+    args = list(FAST)
+    args[args.index("--num-clients") + 1] = num_clients
+    output = str(tmp_path / suite)
+    proc = _quality("--suite", suite, "--federate-head", *args, "--methods", *methods, "--output", output)
+    assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return output
+
+
+def test_conflict_suite_with_a_shared_federated_head(tmp_path, minilm_path):
+    output = _run_ok(tmp_path, "label-skew-conflict", "3", "fedbip")
+    with open(os.path.join(output, "fedbip", "seed0", "results.json")) as f:
+        results = json.load(f)
+    assert results["options"]["federate_head"] is True
+    tasks = {site: c["task"] for site, c in results["clients"].items()}
+    assert tasks == {"site-1": "20newsgroups", "site-2": "20newsgroups-shifted", "site-3": "20newsgroups-shifted"}
+    with open(os.path.join(output, "summary.md")) as f:
+        summary = f.read()
+    assert "honest clients and the conflicting ones (site-2, site-3)" in summary
+    assert "| fedbip | 0 |" in summary
+
+
+def test_heads_per_label_space_in_text_groups(tmp_path, minilm_path):
+    output = _run_ok(tmp_path, "text-groups", "4", "fedbip", "fedamp")
+    with open(os.path.join(output, "benchmark.json")) as f:
+        info = json.load(f)
+    assert info["methods"] == ["fedbip", "fedamp"]
+    for method in ("fedbip", "fedamp"):
+        with open(os.path.join(output, method, "seed0", "results.json")) as f:
+            assert json.load(f)["options"]["federate_head"] is True
+    with open(os.path.join(output, "fedbip", "seed0", "rounds.jsonl")) as f:
+        record = json.loads(f.readline())
+    assert not record["rejected"] and len(record["clients"]) == 4
+    assert "## Weight on the same-group partner(s)" in open(os.path.join(output, "summary.md")).read()
+
+
+def test_heads_per_label_space_leave_out_fedavg():
+    args = ["--suite", "text-groups", "--federate-head", "--methods", "fedavg", "fedbip", "--output", "/nonexistent/x"]
+    proc = _quality(*args)
+    assert proc.returncode == 2 and "fedavg average one head for every client" in proc.stderr

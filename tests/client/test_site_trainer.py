@@ -9,7 +9,7 @@ import torch
 
 from fedbip_nvflare.client import SiteSession, TrainSettings, load_task_data
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.models import LoraSettings, initial_adapter
+from fedbip_nvflare.models import LoraSettings, initial_adapter, initial_head
 
 DATA = {"suite": "text-tasks", "n_train": 24, "n_test": 16, "seed": 0}
 SETTINGS = TrainSettings(batch_size=8, max_length=32, num_threads=1)
@@ -43,7 +43,7 @@ def test_train_round_returns_full_params_metrics_and_keeps_head_local(session, m
     for key in (K.ACCURACY_RECEIVED, K.ACCURACY_LOCAL):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics[K.N_EXAMPLES] == 24 and np.isfinite(metrics[K.TRAIN_LOSS])
-    assert meta == {K.TASK: "bbc-news", K.N_TRAIN: 24, K.N_TEST: 16}
+    assert meta == {K.TASK: "bbc-news", K.N_TRAIN: 24, K.N_TEST: 16, K.LABEL_SPACE: session.trainer.data.label_space}
     assert os.path.exists(session.head_path)
 
 
@@ -139,6 +139,27 @@ def test_federated_head_travels_with_the_lora_tensors(tmp_path, minilm_path):
     wrong = initial_adapter(minilm_path, LoraSettings(), seed=0, head_labels=7)
     with pytest.raises(ValueError, match="head.weight"):
         site.trainer.set_federated({n: t.numpy() for n, t in wrong.items()})
+
+
+def test_fresh_head_is_the_servers_and_a_missing_head_is_kept(tmp_path, minilm_path):
+    from dataclasses import replace
+
+    site = SiteSession(
+        "site-1", str(tmp_path), minilm_path, DATA, LoraSettings(), replace(SETTINGS, federate_head=True)
+    )
+    labels = len(site.trainer.data.label_names)
+    fresh = initial_head(labels, 384, seed=0)
+    head = site.trainer.model.head_state()
+    assert all(torch.equal(head[n], fresh[n]) for n in fresh), "a site starts from the server's fresh head"
+    lora_only = {n: t.numpy() for n, t in initial_adapter(minilm_path, LoraSettings(), seed=0).items()}
+    params, _, meta = site.train(lora_only, current_round=0)  # heads per label space: none sent in round 0
+    assert set(params) == set(lora_only) | set(fresh)
+    with torch.no_grad():
+        site.trainer.model.head.weight.add_(1.0)
+    kept = site.trainer.model.head_state()["head.weight"].clone()
+    site.trainer.set_federated(lora_only)
+    torch.testing.assert_close(site.trainer.model.head_state()["head.weight"], kept)
+    assert meta[K.LABEL_SPACE] == site.trainer.data.label_space and len(meta[K.LABEL_SPACE]) == 16
 
 
 def test_a_round_is_reproducible_in_a_fresh_process(session, minilm_path, tmp_path):

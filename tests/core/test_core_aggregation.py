@@ -232,3 +232,15 @@ def test_centering_removes_a_shared_direction():
     centred = fedbip_aggregate(vecs, center=True).weights
     assert plain[0, 2] > 0.15  # the shared direction makes everyone similar
     assert centred[0, 2] == 0.0 and centred[0, 1] > 0.3  # centred: only the partner is similar
+
+
+def test_combine_by_space_renormalises_weights_within_each_space():
+    from fedbip_nvflare.core import combine_by_space, restrict_weights
+
+    weights = torch.tensor([[0.5, 0.25, 0.25], [0.0, 0.5, 0.5], [0.2, 0.0, 0.8]])
+    np.testing.assert_allclose(restrict_weights(weights, [0, 2]).numpy(), [[2 / 3, 1 / 3], [0.2, 0.8]], rtol=1e-6)
+    np.testing.assert_allclose(restrict_weights(torch.tensor([[0.0, 1.0], [0.0, 1.0]]), [0]).numpy(), [[1.0]])
+    vecs = {"a": {"h": torch.tensor([3.0])}, "b": {"h": torch.tensor([1.0, 1.0])}, "c": {"h": torch.tensor([0.0])}}
+    updates = combine_by_space(vecs, weights, {"a": "x", "b": "y", "c": "x"})
+    assert updates["a"]["h"].tolist() == pytest.approx([2.0]) and updates["c"]["h"].tolist() == pytest.approx([0.6])
+    assert updates["b"]["h"].tolist() == [1.0, 1.0]  # alone in its space: keeps its own update

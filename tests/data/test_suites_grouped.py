@@ -7,7 +7,15 @@ import pytest
 
 from fedbip_nvflare.assets import require_data_dir
 from fedbip_nvflare.client.site import load_task_data
-from fedbip_nvflare.data import GROUP_TASKS, SUITES, TEXT_TASKS, load_suite_site, site_names, suite_groups
+from fedbip_nvflare.data import (
+    GROUP_TASKS,
+    SUITES,
+    TEXT_TASKS,
+    TextTaskData,
+    load_suite_site,
+    site_names,
+    suite_groups,
+)
 
 try:
     require_data_dir()
@@ -122,3 +130,30 @@ def test_suite_groups():
     assert len(set(suite_groups("label-skew", 10, group_size=3).values())) == 10
     with pytest.raises(ValueError, match="text-groups"):
         suite_groups("nope", 4)
+
+
+def test_conflict_sites_get_every_label_shifted_by_one():
+    config = {"suite": "text-groups", "n_train": 20, "n_test": 10, "seed": 1}
+    honest = load_task_data(config, "site-2")
+    for sites in ("site-2,site-9", ["site-2"]):
+        shifted = load_task_data({**config, "conflict_sites": sites}, "site-2")
+        c = len(honest.label_names)
+        assert shifted.task == honest.task + "-shifted" and shifted.label_names == honest.label_names
+        for a, b in ((honest.train, shifted.train), (honest.test, shifted.test)):
+            assert b.texts == a.texts and b.labels == [(y + 1) % c for y in a.labels]
+            assert all(x != y for x, y in zip(a.labels, b.labels))
+    assert load_task_data({**config, "conflict_sites": "site-2"}, "site-1") == load_task_data(config, "site-1")
+
+
+def test_conflict_sites_form_their_own_groups():
+    groups = suite_groups("text-groups", 4, conflict_sites="site-2")
+    assert groups["site-2"] == groups["site-1"] + "-shifted" and groups["site-3"] == groups["site-4"]
+    assert suite_groups("label-skew", 3, conflict_sites=["site-3"])["site-3"].endswith("-site-3-shifted")
+
+
+def test_shift_labels_needs_two_classes():
+    from fedbip_nvflare.data import TextSplit, shift_labels
+
+    one = TextTaskData("t", ["only"], TextSplit(["a"], [0]), TextSplit(["b"], [0]))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        shift_labels(one)

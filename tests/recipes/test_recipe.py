@@ -95,11 +95,19 @@ def test_allow_list_adds_package_and_keeps_existing_entries(tmp_path):
         assert json.load(f)["class_allow_list"].count("fedbip_nvflare.") == 1
 
 
-def test_federated_head_needs_the_shared_label_count(tmp_path):
-    with pytest.raises(ValueError, match="num_labels"):
-        FedBipRecipe(federate_head=True)
+def test_federated_head_shared_or_per_label_space(tmp_path):
+    with pytest.raises(ValueError, match="only used with federate_head=True"):
+        FedBipRecipe(num_labels=20)
+    with pytest.raises(ValueError, match="an int >= 2"):
+        FedBipRecipe(federate_head=True, num_labels=1)
+    with pytest.raises(ValueError, match="federate_head=True needs num_labels"):
+        FedBipRecipe(federate_head=True, aggregation="fedavg")
+    per_space = FedBipRecipe(name="fb_heads", federate_head=True)
+    _, configs = _export(per_space, tmp_path / "per_space")
+    server_args = configs["app/config/config_fed_server.json"]["workflows"][0]["args"]
+    assert server_args["federate_head"] is True and server_args.get("num_labels") is None
     recipe = FedBipRecipe(name="fb_head", federate_head=True, num_labels=20)
-    _, configs = _export(recipe, tmp_path)
+    _, configs = _export(recipe, tmp_path / "shared")
     server_args = configs["app/config/config_fed_server.json"]["workflows"][0]["args"]
     client_args = configs["app/config/config_fed_client.json"]["executors"][0]["executor"]["args"]
     assert server_args["federate_head"] is True and server_args["num_labels"] == 20

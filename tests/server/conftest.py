@@ -54,14 +54,16 @@ def adapter_calls(monkeypatch):
 
 @pytest.fixture
 def make_harness(tmp_path, adapter_calls):
-    """make_harness(sites=SITES, behaviour={(site, round): kind}, name="run", **controller_kwargs)."""
+    """make_harness(sites=SITES, behaviour={(site, round): kind}, name="run", heads={site: labels}, **kwargs)."""
 
-    def make(sites=SITES, behaviour=None, name="run", validate_metrics=True, **kwargs):
+    def make(sites=SITES, behaviour=None, name="run", validate_metrics=True, heads=None, **kwargs):
         kwargs.setdefault("num_rounds", 2)
         controller = FedBipController(model="fake/model", **kwargs)
         run_dir = tmp_path / name
         run_dir.mkdir(exist_ok=True)
-        fake = FakeSites(controller, behaviour=dict(behaviour or {}), validate_metrics=validate_metrics)
+        fake = FakeSites(
+            controller, behaviour=dict(behaviour or {}), validate_metrics=validate_metrics, heads=dict(heads or {})
+        )
         log = LogRecorder()
         log.bind(controller)
         controller.get_run_dir = lambda: str(run_dir)

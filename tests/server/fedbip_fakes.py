@@ -30,6 +30,7 @@ LORA_SHAPES = {
 }
 GROUPS = ("base_model.model.encoder.layer.0.", "base_model.model.encoder.layer.1.")
 SITES = ["site-1", "site-2", "site-3"]
+HEAD_HIDDEN = 4  # hidden size of the fake sites' heads
 # site-1 and site-2 train on related data (shared direction), site-3 on something else
 _FAMILY = {"site-1": 0, "site-2": 0, "site-3": 1, "site-4": 1}
 
@@ -85,6 +86,7 @@ class FakeSites:
     behaviour: Dict[tuple, str] = field(default_factory=dict)
     validate_metrics: Optional[bool] = True
     calls: List[Call] = field(default_factory=list)
+    heads: Dict[str, int] = field(default_factory=dict)  # {site: labels}: sites also return a head.* of this size
 
     # -- the patched ModelController.send_model --------------------------------------------------
     def send_model(self, task_name="train", data=None, targets=None, min_responses=None, timeout=0, callback=None):
@@ -126,7 +128,9 @@ class FakeSites:
             for arr in received.values():
                 arr += 1.0
         delta = site_delta(site, rnd)
-        params = {n: (np.asarray(received[n]) + delta[n]).astype(np.float32) for n in received}
+        params = {n: (np.asarray(received[n]) + delta[n]).astype(np.float32) for n in received if n in delta}
+        if site in self.heads:
+            params.update(self._head_after_training(site, rnd, received))
         params_type = ParamsType.FULL
         first = next(iter(params))
         if kind == "nan":
@@ -145,7 +149,24 @@ class FakeSites:
             params_type = ParamsType.DIFF
         metrics = {K.ACCURACY_LOCAL: accuracy_local(site, rnd), K.TRAIN_LOSS: 1.0 / (rnd + 1), K.N_EXAMPLES: 10}
         meta = {K.TASK: f"task-{site}", K.N_TRAIN: 10, K.N_TEST: 5}
+        if site in self.heads:
+            meta[K.LABEL_SPACE] = f"{self.heads[site]}-classes"
         return FLModel(params=params, params_type=params_type, metrics=metrics, meta=meta)
+
+    def _head_after_training(self, site: str, rnd: int, received: dict) -> Dict[str, np.ndarray]:
+        """The site's head after a round: the received head, or its fresh one, plus a label-space direction."""
+        from fedbip_nvflare.models import initial_head
+
+        labels = self.heads[site]
+        start = {n: np.asarray(v) for n, v in received.items() if n.startswith("head.")}
+        if not start:
+            start = {n: t.numpy() for n, t in initial_head(labels, HEAD_HIDDEN, self.controller.seed).items()}
+        space = np.random.default_rng([13, labels, rnd])
+        own = np.random.default_rng([17, int(site.rsplit("-", 1)[-1]), rnd])
+        return {
+            n: (v + 0.01 * (space.standard_normal(v.shape) + 0.5 * own.standard_normal(v.shape))).astype(np.float32)
+            for n, v in start.items()
+        }
 
     def _validate_reply(self, site: str) -> Optional[FLModel]:
         if self.behaviour.get((site, "validate")) == "none":
