@@ -50,12 +50,15 @@ class ServerLrFedAvg(FedAvg):
     Everything else (client selection, in-time aggregation, persistor) is NVFlare's.
 
     Args:
+        *args: ``FedAvg``'s positional arguments.
         server_learning_rate: η > 0.
         **kwargs: ``FedAvg``'s arguments.
     """
 
-    def __init__(self, *, server_learning_rate: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
+    # ``*args`` and ``**kwargs`` both: NVFlare's job export then also serialises FedAvg's own arguments
+    # (num_clients, num_rounds, ...), which it finds by walking the base classes only in that case.
+    def __init__(self, *args, server_learning_rate: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
         validate_server_learning_rate(server_learning_rate, "fedavg")
         self.server_learning_rate = float(server_learning_rate)
 

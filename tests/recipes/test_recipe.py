@@ -128,11 +128,13 @@ def test_fedavg_baseline_uses_nvflare_fedavg(tmp_path):
 
 
 def test_fedavg_with_a_server_learning_rate(tmp_path):
-    recipe = FedBipRecipe(name="fb_slr", aggregation="fedavg", server_learning_rate=2.0, min_clients=2)
+    recipe = FedBipRecipe(name="fb_slr", aggregation="fedavg", server_learning_rate=2.0, min_clients=6, num_rounds=4)
     _, configs = _export(recipe, tmp_path)
     workflow = configs["app/config/config_fed_server.json"]["workflows"][0]
     assert workflow["path"] == "fedbip_nvflare.server.fedavg.ServerLrFedAvg"
-    assert workflow["args"]["server_learning_rate"] == 2.0
+    # FedAvg's own arguments must survive the export, or the job runs NVFlare's defaults (3 clients, 5 rounds)
+    expected = {"server_learning_rate": 2.0, "num_clients": 6, "num_rounds": 4}
+    assert {k: workflow["args"].get(k) for k in expected} == expected
     with pytest.raises(ValueError, match="only to aggregation='fedavg'"):
         FedBipRecipe(server_learning_rate=2.0)
 
