@@ -83,6 +83,7 @@ def test_every_method_wrote_valid_results(benchmark_dir):
             assert {"task", "n_train", "accuracy_before", "accuracy", "adapter_dir"} <= set(c), (method, site)
             assert c["n_train"] == 16 and isinstance(c["task"], str) and c["adapter_dir"]
             assert _is_fraction(c["accuracy_before"]) and _is_fraction(c["accuracy"]), (method, site, c)
+            assert [h["round"] for h in c["history"]] == [0], (method, site, c["history"])  # one round, each site
         if not method.startswith("fedavg"):  # NVFlare's FedAvg workflow writes no per-round weight log
             assert os.path.getsize(os.path.join(folder, "rounds.jsonl")) > 0
 
