@@ -57,8 +57,8 @@ class Suite:
             ``suite_groups`` for the oracle's groups.
         pass_num_clients: The data config carries ``"num_clients"`` (suites that partition one pool over all
             clients need it).
-        num_labels: Size of the label space every client shares (None: clients' label spaces differ); only
-            such suites can run with ``--federate-head``.
+        num_labels: Size of the label space every client shares (None: clients' label spaces differ, and
+            ``--federate-head`` combines heads per label space).
         conflicting: The last this many clients label every text with the next class (the data config's
             ``conflict_sites``).
     """

@@ -41,8 +41,17 @@ def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
             options (e.g. ``label-skew`` without ``num_clients``).
     """
     data = dict(data or {})
-    suite_keys = {"suite", "n_train", "n_test", "seed", "data_dir", "num_clients", "group_size", "alpha"}
-    suite_keys |= {"conflict_sites"}
+    suite_keys = {
+        "suite",
+        "n_train",
+        "n_test",
+        "seed",
+        "data_dir",
+        "num_clients",
+        "group_size",
+        "alpha",
+        "conflict_sites",
+    }
     file_keys = {"train_path", "test_path", "task", "max_train", "max_test", "seed", "test_fraction"}
     if ("suite" in data) == ("train_path" in data):
         raise ValueError(

@@ -85,8 +85,7 @@ def site_list(value: object) -> list[str]:
     if value is None:
         return []
     items = value.split(",") if isinstance(value, str) else list(value)
-    names = [str(v).strip() for v in items if str(v).strip()]
-    return names
+    return [str(v).strip() for v in items if str(v).strip()]
 
 
 def load_text_file(path: str) -> tuple[list[str], list[str]]:

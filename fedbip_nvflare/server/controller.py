@@ -40,6 +40,16 @@ def _matrix_json(m) -> object:
     return {g: v.tolist() for g, v in m.items()} if isinstance(m, dict) else m.tolist()
 
 
+def _with_heads(
+    mixed: Dict[str, Params], vectors: Dict[str, Params], weights: torch.Tensor, spaces: Optional[Dict[str, str]]
+) -> Dict[str, Params]:
+    """``mixed`` plus the head tensors of ``vectors`` combined within each label space (``spaces`` None: as is)."""
+    if spaces is None:
+        return mixed
+    heads = combine_by_space({c: {n: t for n, t in vectors[c].items() if is_head(n)} for c in mixed}, weights, spaces)
+    return {c: {**mixed[c], **heads[c]} for c in mixed}
+
+
 class FedBipController(TargetedTasksController):
     """Runs FedBip: every round each client gets one task with only its own θ̄_i, and the server
     updates ``θ̄_i ← θ̄_i + Σ_k p_ik τ_k`` from the FULL federated parameters the clients return.
@@ -248,14 +258,10 @@ class FedBipController(TargetedTasksController):
             similarity_vectors=sim_vectors,
             center=self.center_similarity,
         )
-        updates = result.updates
-        if spaces is not None:
-            heads = {c: {n: t for n, t in taus[c].items() if is_head(n)} for c in clients}
-            weights = result.weights
-            if isinstance(weights, dict):  # layer-wise: heads use the mean of the groups' weights
-                weights = torch.stack(list(weights.values())).mean(dim=0)
-            head_updates = combine_by_space(heads, weights, spaces)
-            updates = {c: {**updates[c], **head_updates[c]} for c in clients}
+        weights = result.weights
+        if isinstance(weights, dict):  # layer-wise: heads use the mean of the groups' weights
+            weights = torch.stack(list(weights.values())).mean(dim=0)
+        updates = _with_heads(result.updates, taus, weights, spaces)
         for c in clients:
             self.thetas[c] = apply_update(sent[c], updates[c])
         return {
@@ -269,12 +275,7 @@ class FedBipController(TargetedTasksController):
 
         def mix(vectors: Dict[str, Params], weights: torch.Tensor) -> Dict[str, Params]:
             mixed = combine({c: {n: vectors[c][n] for n in shared} for c in clients}, weights)
-            if spaces is None:
-                return mixed
-            heads = combine_by_space(
-                {c: {n: t for n, t in vectors[c].items() if is_head(n)} for c in clients}, weights, spaces
-            )
-            return {c: {**mixed[c], **heads[c]} for c in clients}
+            return _with_heads(mixed, vectors, weights, spaces)
 
         if self.aggregation == "fedamp":
             weights = fedamp_weights([{n: accepted[c][n] for n in shared} for c in clients], **self.aggregation_options)
