@@ -12,6 +12,7 @@ from fedbip_nvflare.core.aggregation import (
     personalized_aggregate,
     restrict_weights,
 )
+from fedbip_nvflare.core.fingerprint import params_digest
 from fedbip_nvflare.core.grouping import assign_groups, layer_group
 from fedbip_nvflare.core.similarity import cosine_similarity_matrix
 from fedbip_nvflare.core.task_vectors import apply_update, check_update, l2_norm, task_vector
@@ -20,6 +21,7 @@ from fedbip_nvflare.core.weights import NEGATIVE_POLICIES, aggregation_weights
 SIMILARITY_ON = ("round", "cumulative")
 
 __all__ = [
+    "params_digest",
     "AggregationResult",
     "NEGATIVE_POLICIES",
     "SIMILARITY_ON",

@@ -14,8 +14,6 @@ from fedbip_nvflare.core import (
     apply_update,
     check_update,
     combine,
-    combine_by_space,
-    fedbip_aggregate,
     task_vector,
 )
 from fedbip_nvflare.core.baselines import fedamp_weights, group_weights, local_weights
@@ -28,26 +26,13 @@ from fedbip_nvflare.models import (
     is_head,
     resolve_model_path,
 )
-from fedbip_nvflare.server.state import ClientStateStore
+from fedbip_nvflare.server.rule import FedBipRule, with_heads
+from fedbip_nvflare.server.state import ClientStateStore, save_round_updates
 from fedbip_nvflare.server.targeted import TargetedTasksController
 
 Params = Dict[str, torch.Tensor]
 
 AGGREGATIONS = ("fedbip", "local", "fedamp", "oracle-groups")
-
-
-def _matrix_json(m) -> object:
-    return {g: v.tolist() for g, v in m.items()} if isinstance(m, dict) else m.tolist()
-
-
-def _with_heads(
-    mixed: Dict[str, Params], vectors: Dict[str, Params], weights: torch.Tensor, spaces: Optional[Dict[str, str]]
-) -> Dict[str, Params]:
-    """``mixed`` plus the head tensors of ``vectors`` combined within each label space (``spaces`` None: as is)."""
-    if spaces is None:
-        return mixed
-    heads = combine_by_space({c: {n: t for n, t in vectors[c].items() if is_head(n)} for c in mixed}, weights, spaces)
-    return {c: {**mixed[c], **heads[c]} for c in mixed}
 
 
 class FedBipController(TargetedTasksController):
@@ -147,6 +132,7 @@ class FedBipController(TargetedTasksController):
         validate_aggregation(aggregation, self.aggregation_options)
         validate_head_options(federate_head, num_labels)
         self._lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
+        self._rule = FedBipRule(layerwise, negative, similarity_on, self.center_similarity)
         self.theta0: Params = {}
         self.thetas: Dict[str, Params] = {}
         self.client_info: Dict[str, dict] = {}
@@ -222,16 +208,6 @@ class FedBipController(TargetedTasksController):
             return names, None
         return [n for n in names if not is_head(n)], spaces
 
-    def _log_round_files(self, rnd: int, sent: Dict[str, Params], accepted: Dict[str, Params]):
-        from safetensors.torch import save_file
-
-        folder = os.path.join(self.out_dir(), "updates", f"round_{rnd:03d}")
-        os.makedirs(folder, exist_ok=True)
-        for client, params in accepted.items():
-            name = ClientStateStore.file_name(client)
-            save_file({n: t.contiguous() for n, t in sent[client].items()}, os.path.join(folder, "sent_" + name))
-            save_file({n: t.contiguous() for n, t in params.items()}, os.path.join(folder, "returned_" + name))
-
     def aggregate_round(self, rnd: int, sent: Dict[str, Params], accepted: Dict[str, Params]) -> Optional[dict]:
         """Updates ``self.thetas`` from the accepted FULL parameters; returns the round's record."""
         if len(accepted) < self.min_clients:
@@ -244,38 +220,16 @@ class FedBipController(TargetedTasksController):
         if self.aggregation != "fedbip":
             return self._aggregate_baseline(clients, sent, accepted)
         shared, spaces = self._split_heads(clients, accepted)
-        taus = {c: task_vector(accepted[c], sent[c]) for c in clients}
-        sim_vectors = None
-        if self.similarity_on == "cumulative":
-            sim_vectors = {}
-            for c in clients:
-                start = self._theta0_of(accepted[c])
-                sim_vectors[c] = task_vector({n: accepted[c][n] for n in shared}, {n: start[n] for n in shared})
-        result = fedbip_aggregate(
-            {c: {n: taus[c][n] for n in shared} for c in clients},
-            layerwise=self.layerwise,
-            negative=self.negative,
-            similarity_vectors=sim_vectors,
-            center=self.center_similarity,
-        )
-        weights = result.weights
-        if isinstance(weights, dict):  # layer-wise: heads use the mean of the groups' weights
-            weights = torch.stack(list(weights.values())).mean(dim=0)
-        updates = _with_heads(result.updates, taus, weights, spaces)
-        for c in clients:
-            self.thetas[c] = apply_update(sent[c], updates[c])
-        return {
-            "clients": clients,
-            "similarity": _matrix_json(result.similarity),
-            "weights": _matrix_json(result.weights),
-        }
+        thetas, record = self._rule.apply(sent, accepted, self._theta0_of, shared, spaces)
+        self.thetas.update(thetas)
+        return record
 
     def _aggregate_baseline(self, clients: List[str], sent: Dict[str, Params], accepted: Dict[str, Params]) -> dict:
         shared, spaces = self._split_heads(clients, accepted)
 
         def mix(vectors: Dict[str, Params], weights: torch.Tensor) -> Dict[str, Params]:
             mixed = combine({c: {n: vectors[c][n] for n in shared} for c in clients}, weights)
-            return _with_heads(mixed, vectors, weights, spaces)
+            return with_heads(mixed, vectors, weights, spaces)
 
         if self.aggregation == "fedamp":
             weights = fedamp_weights([{n: accepted[c][n] for n in shared} for c in clients], **self.aggregation_options)
@@ -326,7 +280,7 @@ class FedBipController(TargetedTasksController):
                 return
             accepted, rejected = self._accept(rnd, sent, results)
             if self.log_updates:
-                self._log_round_files(rnd, sent, accepted)
+                save_round_updates(self.out_dir(), rnd, sent, accepted)
             record = self.aggregate_round(rnd, sent, accepted) or {"clients": sorted(accepted), "aggregated": False}
             record.update(
                 {

@@ -97,3 +97,24 @@ class ClientStateStore:
             loaded[key] = load_file(path)
         theta0 = loaded.pop("__theta0__")
         return state["round"], theta0, loaded, state.get("extra", {})
+
+
+UPDATES_DIR = "updates"
+
+
+def save_round_updates(out_dir: str, rnd: int, sent: Dict[str, Params], returned: Dict[str, Params]) -> str:
+    """Saves what each client was sent and returned in a round (the ``log_updates`` audit trail).
+
+    Writes ``<out_dir>/updates/round_<rnd>/sent_<client file>`` and ``returned_<client file>`` (safetensors,
+    file names from :meth:`ClientStateStore.file_name`) for every client in ``returned``.
+
+    Returns:
+        The round's folder.
+    """
+    folder = os.path.join(out_dir, UPDATES_DIR, f"round_{rnd:03d}")
+    os.makedirs(folder, exist_ok=True)
+    for client, params in returned.items():
+        name = ClientStateStore.file_name(client)
+        save_file({n: t.contiguous() for n, t in sent[client].items()}, os.path.join(folder, "sent_" + name))
+        save_file({n: t.contiguous() for n, t in params.items()}, os.path.join(folder, "returned_" + name))
+    return folder

@@ -119,3 +119,17 @@ def test_check_update_max_abs():
 def test_l2_norm():
     assert math.isclose(l2_norm({"a": torch.tensor([3.0]), "b": torch.tensor([[4.0, 12.0]])}), 13.0)
     assert l2_norm({"a": torch.zeros(4)}) == 0.0
+
+
+def test_params_digest_matches_across_numpy_and_torch_and_detects_changes():
+    import numpy as np
+
+    from fedbip_nvflare.core import params_digest
+
+    params = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4)}
+    as_numpy = {n: t.numpy().copy() for n, t in reversed(list(params.items()))}
+    assert params_digest(params) == params_digest(as_numpy)
+    changed = {**as_numpy, "a": np.nextafter(as_numpy["a"], np.float32(2))}
+    assert params_digest(changed) != params_digest(params)
+    renamed = {"c": params["b"], "a": params["a"]}
+    assert params_digest(renamed) != params_digest(params)

@@ -1,0 +1,94 @@
+"""add_fedbip_personalization on NVFlare jobs and recipes (construction and export; the runs are integration tests)."""
+
+import json
+import os
+
+import pytest
+from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import InTimeAccumulateWeightedAggregator
+from nvflare.app_common.aggregators.model_aggregator import ModelAggregator
+from nvflare.app_common.workflows.fedavg import FedAvg
+from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
+from nvflare.fuel.utils.constants import FrameworkType
+from nvflare.job_config.api import FedJob
+from nvflare.recipe.fedavg import FedAvgRecipe
+
+from fedbip_nvflare import add_fedbip_personalization
+from fedbip_nvflare.recipes.fedbip import CLIENT_SCRIPT
+from fedbip_nvflare.server.persistor import AdapterPersistor
+from fedbip_nvflare.server.personalization import FedBipModelAggregator
+
+FILTER = "fedbip_nvflare.server.personalization.FedBipPersonalizationFilter"
+AGGREGATOR = "fedbip_nvflare.server.personalization.FedBipModelAggregator"
+
+
+def _recipe(**kwargs) -> FedAvgRecipe:
+    return FedAvgRecipe(
+        name="dropin",
+        min_clients=2,
+        num_rounds=2,
+        train_script=CLIENT_SCRIPT,
+        framework=FrameworkType.RAW,
+        model_persistor=AdapterPersistor(model="sentence-transformers/all-MiniLM-L6-v2"),
+        **kwargs,
+    )
+
+
+def _server_config(job_dir: str, app: str = "app") -> dict:
+    with open(os.path.join(job_dir, app, "config", "config_fed_server.json")) as f:
+        return json.load(f)
+
+
+def test_fedavg_recipe_gets_the_aggregator_and_the_filter(tmp_path):
+    recipe = _recipe()
+    aggregator = add_fedbip_personalization(recipe, final_validation=True, layerwise=True, negative="keep")
+    assert isinstance(aggregator, FedBipModelAggregator) and aggregator.layerwise and aggregator.negative == "keep"
+    recipe.export(str(tmp_path))
+    config = _server_config(os.path.join(str(tmp_path), "dropin"))
+    fedavg = next(w for w in config["workflows"] if w["path"].endswith("fedavg.FedAvg"))
+    assert fedavg["args"]["aggregator"]["path"] == AGGREGATOR
+    assert fedavg["args"]["aggregator"]["args"] == {"layerwise": True, "negative": "keep"}
+    assert [w["id"] for w in config["workflows"]][-1] == "fedbip_final_validation"
+    filters = config["task_data_filters"]
+    assert filters == [{"tasks": ["train"], "filters": [{"path": FILTER, "args": {"task_names": ["train"]}}]}]
+
+
+def test_scatter_and_gather_default_aggregator_is_replaced(tmp_path):
+    job = FedJob(name="sag", min_clients=2)
+    job.to_server(InTimeAccumulateWeightedAggregator(expected_data_kind="WEIGHTS"), id="aggregator")
+    job.to_server(ScatterAndGather(min_clients=2, num_rounds=2, aggregator_id="aggregator", train_task_name="fit"))
+    add_fedbip_personalization(job)
+    job.export_job(str(tmp_path))
+    config = _server_config(os.path.join(str(tmp_path), "sag"), app="app_server")  # a server-only job
+    components = {c["id"]: c["path"] for c in config["components"]}
+    assert components["aggregator"] == AGGREGATOR
+    assert config["task_data_filters"][0]["tasks"] == ["fit"]
+
+
+class _MyAggregator(ModelAggregator):
+    def accept_model(self, model):
+        pass
+
+    def aggregate_model(self):
+        pass
+
+    def reset_stats(self):
+        pass
+
+
+def test_errors_name_what_is_wrong():
+    job = FedJob(name="custom", min_clients=2)
+    job.to_server(FedAvg(num_clients=2, num_rounds=1, aggregator=_MyAggregator()))
+    with pytest.raises(ValueError, match="already aggregates with _MyAggregator"):
+        add_fedbip_personalization(job)
+    with pytest.raises(ValueError, match="was given aggregator InTimeAccumulateWeightedAggregator"):
+        add_fedbip_personalization(_recipe(aggregator=InTimeAccumulateWeightedAggregator(expected_data_kind="WEIGHTS")))
+    with pytest.raises(ValueError, match="unknown FedBip option"):
+        add_fedbip_personalization(_recipe(), sharpness=2)
+    with pytest.raises(ValueError, match="negative must be one of"):
+        add_fedbip_personalization(_recipe(), negative="absolute")
+    with pytest.raises(ValueError, match="no FedAvg or ScatterAndGather workflow"):
+        bare = FedJob(name="bare", min_clients=1)
+        bare.to_server(InTimeAccumulateWeightedAggregator(), id="aggregator")
+        add_fedbip_personalization(bare)
+    with pytest.raises(TypeError, match="FedJob or a recipe"):
+        add_fedbip_personalization({"workflows": []})
