@@ -18,7 +18,9 @@ setup(
         "numpy>=1.24",
         "safetensors>=0.4",
         "pandas>=2.0",
+        "matplotlib>=3.7",  # fedbip report
+        "tensorboard>=2.15",  # experiment tracking (NVFlare's TensorBoard receiver)
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.5", "black>=24", "matplotlib>=3.7"]},
+    extras_require={"dev": ["pytest>=8", "ruff>=0.5", "black>=24"]},
     entry_points={"console_scripts": ["fedbip=fedbip_nvflare.cli:main"]},
 )

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.data import site_list
+from fedbip_nvflare.results import read_round_matrices
 
 SUMMARY_FILE = "summary.md"
 ROUNDS_PLOT = "accuracy_by_round.png"
@@ -152,26 +153,8 @@ def weight_matrices(rounds_path: str) -> Optional[Tuple[List[str], Any, Any, int
 
 
 def _round_weights(rounds_path: str) -> List[Tuple[int, List[str], Any]]:
-    """Every aggregated round's ``(round, clients, [N, N] weight matrix)`` in a run's ``rounds.jsonl``.
-
-    Layer-wise weights (``{group: matrix}``) are averaged over groups, unless a model-level ``"model"``
-    entry is present, which is used instead.
-    """
-    import numpy as np
-
-    if not os.path.exists(rounds_path):
-        return []
-    with open(rounds_path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    out = []
-    for r in records:
-        weights = r.get("weights")
-        if weights is None:
-            continue
-        if isinstance(weights, dict):
-            weights = weights["model"] if "model" in weights else np.mean([np.asarray(w) for w in weights.values()], 0)
-        out.append((int(r["round"]), list(r["clients"]), np.asarray(weights, dtype=float)))
-    return out
+    """Every aggregated round's ``(round, clients, [N, N] weight matrix)`` in a run's ``rounds.jsonl``."""
+    return read_round_matrices(rounds_path, "weights")
 
 
 def partner_weights(output: str, runs: Runs, methods: Sequence[str], groups: Mapping[str, str]) -> List[List[str]]:
@@ -246,7 +229,7 @@ def write_summary(output: str) -> str:
     Returns:
         The final-accuracy table, the run table and the failed runs, as Markdown.
     """
-    from benchmarks import plots
+    from fedbip_nvflare import plots
 
     info = read_benchmark(output)
     records = info.get("runs", [])

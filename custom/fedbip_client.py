@@ -12,6 +12,7 @@ import os
 import nvflare.client as flare
 from nvflare.apis.fl_constant import FLMetaKey
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+from nvflare.client.tracking import SummaryWriter
 
 from fedbip_nvflare.client import SiteSession, TrainSettings
 from fedbip_nvflare.constants import FedBipKeys as K
@@ -79,6 +80,7 @@ def main() -> None:
         round_eval_examples=args.round_eval_examples,
     )
     session = SiteSession(site, state_dir, args.model, parse_data(args.data), lora, settings)
+    writer = SummaryWriter()  # NVFlare experiment tracking: reaches the server's receiver when the job has one
 
     while flare.is_running():
         received = flare.receive()
@@ -86,7 +88,10 @@ def main() -> None:
             break
         task = flare.get_task_name()
         if task == K.TRAIN_TASK:
-            params, metrics, meta = session.train(received.params, int(received.current_round or 0))
+            rnd = int(received.current_round or 0)
+            params, metrics, meta = session.train(received.params, rnd)
+            for tag, value in metrics.items():
+                writer.add_scalar(tag, float(value), global_step=rnd)
             meta[FLMetaKey.NUM_STEPS_CURRENT_ROUND] = int(metrics[K.N_EXAMPLES])
             flare.send(
                 FLModel(

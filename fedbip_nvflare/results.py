@@ -3,7 +3,7 @@
 import glob
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from fedbip_nvflare.constants import FedBipKeys as K
 
@@ -33,6 +33,16 @@ def load_results(run_dir: str, method: Optional[str] = None) -> Dict[str, Any]:
     """
     with open(find_server_results(run_dir)) as f:
         raw = json.load(f)
+    return normalize_results(raw, method)
+
+
+def normalize_results(raw: Dict[str, Any], method: Optional[str] = None) -> Dict[str, Any]:
+    """A results.json's content with every client's stable keys present, clients in site order (site-2 < site-10).
+
+    Args:
+        raw: The parsed results.json.
+        method: Overrides the method name.
+    """
     if method:
         raw["method"] = method
     clients = {}
@@ -78,3 +88,37 @@ def write_results(results: Dict[str, Any], output_dir: str) -> str:
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
     return path
+
+
+def read_round_matrices(rounds_path: str, key: str = "weights") -> List[Tuple[int, List[str], Any]]:
+    """Every aggregated round's ``(round, clients, [N, N] matrix)`` from a run's ``rounds.jsonl``.
+
+    Args:
+        rounds_path: The server's ``fedbip/rounds.jsonl`` (one JSON record per round).
+        key: ``"weights"`` (p_ik) or ``"similarity"`` (S_ik).
+
+    Returns:
+        Numpy float matrices, rows = receiving client; rounds without the matrix (not aggregated) are skipped.
+        Layer-wise matrices (``{group: matrix}``) are averaged over groups, unless a model-level ``"model"``
+        entry is present, which is used instead. An empty list if the file does not exist.
+    """
+    if not os.path.exists(rounds_path):
+        return []
+    with open(rounds_path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return [m for r in records for m in matrices_of(r, key)]
+
+
+def matrices_of(record: Dict[str, Any], key: str) -> List[Tuple[int, List[str], Any]]:
+    """``[(round, clients, [N, N] matrix)]`` from one ``rounds.jsonl`` record (empty if it has no such matrix).
+
+    Layer-wise matrices (``{group: matrix}``) are averaged over groups, unless a ``"model"`` entry is present.
+    """
+    import numpy as np
+
+    matrix = record.get(key)
+    if matrix is None:
+        return []
+    if isinstance(matrix, dict):
+        matrix = matrix["model"] if "model" in matrix else np.mean([np.asarray(m) for m in matrix.values()], 0)
+    return [(int(record["round"]), list(record["clients"]), np.asarray(matrix, dtype=float))]

@@ -16,13 +16,16 @@ from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.client.site import SiteSession
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS, LoraSettings
+from fedbip_nvflare.tracking import track_scalars
 
 
 class FedBipExecutor(Executor):
     """Fine-tunes the site's LoRA adapter and private head for FedBip tasks, in the client process.
 
     The model is loaded once (on the first task) and kept for the whole run; the private head is
-    saved to ``<run dir>/fedbip/head.safetensors`` after every round and never leaves the site.
+    saved to ``<run dir>/fedbip/head.safetensors`` after every round and never leaves the site. Each round's
+    metrics go to NVFlare's experiment tracking (analytics events, step = round; a job with tracking
+    forwards them to the server's receiver).
 
     Args:
         model: HF model id or local folder (the same on every site and on the server).
@@ -129,11 +132,16 @@ class FedBipExecutor(Executor):
             if abort_signal.triggered:
                 return make_reply(ReturnCode.TASK_ABORTED)
             if task_name == self.train_task_name:
-                params, metrics, meta = session.train(received.params, int(received.current_round or 0))
+                rnd = int(received.current_round or 0)
+                params, metrics, meta = session.train(received.params, rnd)
+                track_scalars(self, fl_ctx, metrics, rnd)
                 meta[FLMetaKey.NUM_STEPS_CURRENT_ROUND] = int(metrics[K.N_EXAMPLES])
                 result = FLModel(params=params, params_type=ParamsType.FULL, metrics=metrics, meta=meta)
             else:
                 metrics, meta = session.validate(received.params)
+                track_scalars(
+                    self, fl_ctx, {"final_" + k: v for k, v in metrics.items()}, int(received.current_round or 0)
+                )
                 result = FLModel(metrics=metrics, meta=meta)
             result.current_round = received.current_round
             return FLModelUtils.to_shareable(result)

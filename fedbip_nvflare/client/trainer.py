@@ -164,6 +164,7 @@ class TextSiteTrainer:
         start = time.perf_counter()
         torch.manual_seed((s.seed * 100_003 + round_index) * 1_009)  # LoRA dropout
         for epoch in range(epochs):
+            epoch_start, epoch_steps = time.perf_counter(), len(losses)
             generator = torch.Generator().manual_seed((s.seed * 100_003 + round_index) * 1_009 + epoch)
             order = torch.randperm(len(self._train), generator=generator).tolist()
             for b in range(0, len(order), s.batch_size):
@@ -175,6 +176,16 @@ class TextSiteTrainer:
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 seen += len(labels)
+            elapsed = time.perf_counter() - epoch_start
+            logger.info(
+                "%s round %d epoch %d/%d: loss %.4f, %.1f examples/s",
+                self.data.task,
+                round_index,
+                epoch + 1,
+                epochs,
+                float(np.mean(losses[epoch_steps:])) if len(losses) > epoch_steps else float("nan"),
+                len(self._train) / elapsed if elapsed > 0 else 0.0,
+            )
         seconds = time.perf_counter() - start
         return {
             "train_loss": float(np.mean(losses)) if losses else float("nan"),

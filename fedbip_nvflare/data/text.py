@@ -127,24 +127,35 @@ def load_text_file(path: str) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def _read_json_records(path: str) -> tuple[list[str], list[str]]:
+def read_json_objects(path: str) -> list[tuple[str, object]]:
+    """The records of a JSON-lines file (or of a ``.json`` file holding one array) with where each one is.
+
+    Returns:
+        ``[(where, record)]``, ``where`` being ``"line N"`` or ``"item N"`` for error messages.
+
+    Raises:
+        ValueError: Invalid JSON (names the line).
+    """
     with open(path, encoding="utf-8") as f:
         content = f.read()
     if path.lower().endswith(".json") and content.lstrip().startswith("["):
         try:
-            records = [(f"item {i}", rec) for i, rec in enumerate(json.loads(content), start=1)]
+            return [(f"item {i}", rec) for i, rec in enumerate(json.loads(content), start=1)]
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: invalid JSON: {e}") from e
-    else:
-        records = []
-        for lineno, line in enumerate(content.splitlines(), start=1):
-            if line.strip():
-                try:
-                    records.append((f"line {lineno}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {lineno}: invalid JSON: {e}") from e
+    records = []
+    for lineno, line in enumerate(content.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append((f"line {lineno}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {lineno}: invalid JSON: {e}") from e
+    return records
+
+
+def _read_json_records(path: str) -> tuple[list[str], list[str]]:
     texts, labels = [], []
-    for where, rec in records:
+    for where, rec in read_json_objects(path):
         if not isinstance(rec, dict) or "text" not in rec or "label" not in rec:
             raise ValueError(f"{path}: {where}: expected an object with keys 'text' and 'label', got {rec!r:.80}")
         texts.append(str(rec["text"]))

@@ -17,6 +17,7 @@ from fedbip_nvflare.server.controller import (
     validate_head_options,
 )
 from fedbip_nvflare.server.fedavg import validate_server_learning_rate
+from fedbip_nvflare.tracking import validate_tracking
 
 PACKAGE = "fedbip_nvflare"
 CLIENT_MODES = ("executor", "client_api")
@@ -129,6 +130,9 @@ class FedBipRecipe(Recipe):
         server_learning_rate: With ``aggregation="fedavg"``: the global adapter moves by this multiple of the
             averaged update (FedAvg with a server learning rate, ``θ ← θ + η·(mean θ_i − θ)``); 1.0 is plain
             FedAvg. Averaging near-orthogonal updates shrinks the step, which η > 1 compensates.
+        tracking: NVFlare experiment tracking: "tensorboard", "mlflow" or "wandb" (the package must be
+            installed), or None. Sites send their per-round metrics, the server (FedBip rules) the similarity and
+            weight matrices, to the server's receiver (TensorBoard: ``<server run dir>/tb_events``).
     """
 
     def __init__(
@@ -167,7 +171,9 @@ class FedBipRecipe(Recipe):
         round_eval_examples: Optional[int] = None,
         server_learning_rate: float = 1.0,
         center_similarity: bool = False,
+        tracking: Optional[str] = None,
     ):
+        validate_tracking(tracking)
         validate_fedbip_options(num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout)
         if aggregation == "fedavg":
             if aggregation_options:
@@ -219,6 +225,7 @@ class FedBipRecipe(Recipe):
         self.num_labels = num_labels
         self.round_eval_examples = round_eval_examples
         self.server_learning_rate = float(server_learning_rate)
+        self.tracking = tracking
 
         FedBipExecutor(**self._client_settings({}))  # validates every client argument once, here
         job = FedJob(name=name, min_clients=min_clients)
@@ -226,6 +233,10 @@ class FedBipRecipe(Recipe):
             job.to_server(component, id=component_id)
         job.set_app_packages([PACKAGE])
         Recipe.__init__(self, job)
+        if tracking is not None:
+            from nvflare.recipe.utils import add_experiment_tracking
+
+            add_experiment_tracking(self, tracking)
         if per_site_config is not None:
             self.set_per_site_config(per_site_config)
 
@@ -342,6 +353,15 @@ class FedBipRecipe(Recipe):
             self._job.to_clients(component, **kwargs)
         else:
             self._job.to(component, site, **kwargs)
+        if self.tracking is not None:  # sites' analytics events go to the server's receiver
+            from nvflare.apis.analytix import ANALYTIC_EVENT_TYPE
+            from nvflare.app_common.widgets.convert_to_fed_event import ConvertToFedEvent
+
+            converter = ConvertToFedEvent(events_to_convert=[ANALYTIC_EVENT_TYPE])
+            if site is None:
+                self._job.to_clients(converter, id="event_to_fed")
+            else:
+                self._job.to(converter, site, id="event_to_fed")
 
     def process_env(self, env: ExecEnv):
         """In a simulator workspace, allow-lists this package's components (installed-package mode)."""

@@ -26,9 +26,11 @@ from fedbip_nvflare.models import (
     is_head,
     resolve_model_path,
 )
+from fedbip_nvflare.results import matrices_of
 from fedbip_nvflare.server.rule import FedBipRule, with_heads
 from fedbip_nvflare.server.state import ClientStateStore, save_round_updates
 from fedbip_nvflare.server.targeted import TargetedTasksController
+from fedbip_nvflare.tracking import track_matrix
 
 Params = Dict[str, torch.Tensor]
 
@@ -292,9 +294,24 @@ class FedBipController(TargetedTasksController):
             )
             with open(os.path.join(out_dir, K.ROUNDS_FILE), "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self._log_round(rnd, record)
             store.save(rnd, self.theta0, self.thetas, extra={"client_info": self.client_info})
 
         self._final_validation()
+
+    def _log_round(self, rnd: int, record: dict) -> None:
+        """A summary line per round, and the round's matrices for NVFlare's experiment tracking."""
+        clients = record.get("clients", [])
+        received = [m.get(K.ACCURACY_RECEIVED) for m in record["metrics"].values() if K.ACCURACY_RECEIVED in m]
+        mean = f"{100 * sum(received) / len(received):.2f}%" if received else "-"
+        summary = f"round {rnd} done: {len(clients)} aggregated, mean accuracy of the received models {mean}"
+        if record.get("rejected") or record.get("missing"):
+            summary += f", rejected {sorted(record['rejected'])}, missing {record['missing']}"
+        self.info(summary)
+        with self.fl_ctx.get_engine().new_context() as ctx:
+            for name in ("similarity", "weights"):
+                for _, names, matrix in matrices_of(record, name):
+                    track_matrix(self, ctx, name, names, matrix, rnd)
 
     def _final_validation(self):
         clients = self.sample_clients()

@@ -32,6 +32,7 @@ def finished_job(tmp_path_factory, minilm_path):
         max_length=48,
         num_threads=1,
         log_updates=True,
+        tracking="tensorboard",
     )
     recipe.execute(SimEnv(num_clients=3, num_threads=3, workspace_root=workspace))
     return os.path.join(workspace, "fedbip_it")
@@ -147,3 +148,39 @@ def test_a_failing_site_does_not_stop_the_others(tmp_path, minilm_path):
         clients = json.load(f)["clients"]
     assert "accuracy" in clients["site-1"] and "accuracy" in clients["site-2"]
     assert "accuracy" not in clients["site-3"], "the failed site has no result, and the job still finished"
+
+
+def _scalar_tags(folder: str) -> set:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in glob.glob(os.path.join(folder, "**", "events.out.tfevents.*"), recursive=True):
+        accumulator = EventAccumulator(os.path.dirname(events))
+        accumulator.Reload()
+        prefix = os.path.relpath(os.path.dirname(events), folder)
+        tags |= {f"{prefix}:{t}" for t in accumulator.Tags()["scalars"]}
+    return tags
+
+
+def test_tensorboard_has_every_sites_metrics_and_the_servers_matrices(finished_job):
+    tb = os.path.join(finished_job, "server", "simulate_job", "tb_events")
+    tags = _scalar_tags(tb)
+    for site in CLIENTS:
+        assert f"{site}:{K.ACCURACY_RECEIVED}" in tags and f"{site}:train_loss" in tags, sorted(tags)[:20]
+        # the server's similarity and weight rows of each site: one line per contributing client
+        for name in ("similarity", "weights"):
+            assert sum(t.endswith(f":{name}/{site}") for t in tags) == len(CLIENTS), sorted(tags)
+
+
+def test_report_prints_the_table_and_writes_the_plots(finished_job, tmp_path, capsys):
+    from fedbip_nvflare.cli import main
+
+    assert main(["report", finished_job, "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for site in CLIENTS:
+        assert site in out
+    assert "mean" in out
+    for name in ("fedbip_accuracy_by_round.png", "fedbip_similarity.png", "fedbip_weights.png"):
+        path = os.path.join(str(tmp_path), name)
+        assert os.path.getsize(path) > 5_000, name
+    assert main(["report", str(tmp_path / "nothing-here")]) == 1
