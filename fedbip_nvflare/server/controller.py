@@ -308,7 +308,10 @@ class FedBipController(TargetedTasksController):
         if record.get("rejected") or record.get("missing"):
             summary += f", rejected {sorted(record['rejected'])}, missing {record['missing']}"
         self.info(summary)
-        with self.fl_ctx.get_engine().new_context() as ctx:
+        engine = self.fl_ctx.get_engine() if self.fl_ctx is not None else None
+        if engine is None:  # not running inside an NVFlare engine: nothing to track to
+            return
+        with engine.new_context() as ctx:
             for name in ("similarity", "weights"):
                 for _, names, matrix in matrices_of(record, name):
                     track_matrix(self, ctx, name, names, matrix, rnd)
