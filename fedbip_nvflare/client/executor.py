@@ -1,7 +1,9 @@
 """FedBipExecutor: NVFlare in-process executor that serves FedBip's train and validate tasks."""
 
+import dataclasses
+import json
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from nvflare.apis.event_type import EventType
 from nvflare.apis.executor import Executor
@@ -21,6 +23,9 @@ from fedbip_nvflare.tracking import track_scalars
 
 class FedBipExecutor(Executor):
     """Fine-tunes the site's LoRA adapter and private head for FedBip tasks, in the client process.
+
+    A site admin can put ``fedbip_site.json`` in the site's ``local/`` folder (see :func:`apply_site_config`): its
+    data and resources then override the job's, so data paths stay with the site, not the job author.
 
     The model is loaded once (on the first task) and kept for the whole run; the private head is
     saved to ``<run dir>/fedbip/head.safetensors`` after every round and never leaves the site. Each round's
@@ -118,8 +123,12 @@ class FedBipExecutor(Executor):
     def _get_session(self, fl_ctx: FLContext) -> SiteSession:
         if self._session is None:
             site = fl_ctx.get_identity_name()
-            self.log_info(fl_ctx, f"loading model {self.model} and data {self.data} for {site}")
-            self._session = SiteSession(site, self._state_dir, self.model, self.data, self._lora, self._settings)
+            local_dir = fl_ctx.get_engine().get_workspace().get_site_config_dir()
+            data, settings, source = apply_site_config(local_dir, self.data, self._settings)
+            if source:
+                self.log_info(fl_ctx, f"site configuration from {source} overrides the job's data/resources")
+            self.log_info(fl_ctx, f"loading model {self.model} and data {data} for {site}")
+            self._session = SiteSession(site, self._state_dir, self.model, data, self._lora, settings)
         return self._session
 
     def execute(self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
@@ -148,3 +157,42 @@ class FedBipExecutor(Executor):
         except Exception as e:
             self.log_exception(fl_ctx, f"{task_name} failed: {e}")
             return make_reply(ReturnCode.EXECUTION_EXCEPTION)
+
+
+SITE_CONFIG_FILE = "fedbip_site.json"
+SITE_CONFIG_KEYS = ("data", "num_threads", "batch_size", "local_epochs")
+
+
+def apply_site_config(
+    local_dir: str, data: Dict[str, Any], settings: TrainSettings
+) -> Tuple[Dict[str, Any], TrainSettings, Optional[str]]:
+    """The job's data and settings, overridden by the site's ``<local_dir>/fedbip_site.json`` if it exists.
+
+    The file is a JSON object with any of ``data`` (the site's data configuration, e.g.
+    ``{"train_path": "/data/train.csv", "test_path": "/data/test.csv"}``; it replaces the job's), ``num_threads``,
+    ``batch_size`` and ``local_epochs``.
+
+    Returns:
+        ``(data, settings, path of the file or None)``.
+
+    Raises:
+        ValueError: The file is not valid JSON, or has unknown keys or bad values (naming them).
+    """
+    path = os.path.join(local_dir, SITE_CONFIG_FILE)
+    if not os.path.exists(path):
+        return data, settings, None
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object with keys among {list(SITE_CONFIG_KEYS)}")
+    unknown = sorted(set(config) - set(SITE_CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"{path} has unknown keys {unknown}; allowed: {list(SITE_CONFIG_KEYS)}")
+    site_data = config.get("data", data)
+    if not isinstance(site_data, dict):
+        raise ValueError(f"{path}: 'data' must be a data configuration object, got {site_data!r}")
+    overrides = {k: config[k] for k in SITE_CONFIG_KEYS if k != "data" and k in config}
+    return dict(site_data), dataclasses.replace(settings, **overrides), path

@@ -52,7 +52,8 @@ def allow_fedbip_components(workspace: str) -> str:
 
     NVFlare 2.9 builds only allow-listed component classes for jobs without custom code. This writes
     ``<workspace>/local/resources.json`` with NVFlare's default list plus ``fedbip_nvflare.`` (keeping
-    an existing list and adding the entry), which is what a site admin does for an installed package.
+    an existing file, or starting from a provisioned kit's ``resources.json.default``, and adding the entry),
+    which is what a site admin does for an installed package.
 
     Args:
         workspace: The site (or simulator) workspace folder.
@@ -67,8 +68,9 @@ def allow_fedbip_components(workspace: str) -> str:
     os.makedirs(local, exist_ok=True)
     path = os.path.join(local, "resources.json")
     resources: Dict[str, Any] = {"format_version": 2}
-    if os.path.exists(path):
-        with open(path) as f:
+    source = path if os.path.exists(path) else path + ".default"  # a provisioned kit ships the .default
+    if os.path.exists(source):
+        with open(source) as f:
             resources = json.load(f)
     allow = list(resources.get(CLASS_ALLOW_LIST, DEFAULT_CLASS_ALLOW_LIST))
     if "*" not in allow and PACKAGE + "." not in allow:

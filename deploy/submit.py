@@ -1,0 +1,78 @@
+"""Submit the FedBip job to a running NVFlare deployment as its admin, wait, collect the results, shut down.
+
+Used by deploy/run_local.sh; works the same against a real deployment (give it your admin startup kit):
+
+    python deploy/submit.py --admin-kit <admin startup kit folder> --username admin@fedbip.local --output results/
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from nvflare.recipe.prod_env import ProdEnv
+
+from fedbip_nvflare.recipes import FedBipRecipe
+from fedbip_nvflare.results import format_table, load_results, write_results
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--admin-kit", required=True, help="the admin's startup kit folder (holds startup/)")
+    p.add_argument("--username", default="admin@fedbip.local")
+    p.add_argument("--num-clients", type=int, default=3)
+    p.add_argument("--num-rounds", type=int, default=2)
+    p.add_argument("--max-examples", type=int, default=32, help="training examples per site (built-in suite)")
+    p.add_argument("--test-examples", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=32)
+    p.add_argument("--timeout", type=float, default=900, help="seconds to wait for the job")
+    p.add_argument("--output", required=True, help="folder for the downloaded job result and results.json")
+    p.add_argument("--shutdown", action="store_true", help="shut the server and the sites down afterwards")
+    return p.parse_args()
+
+
+def shutdown_all(admin_kit: str, username: str) -> None:
+    """Asks the server and every site to shut down (project admin right)."""
+    from nvflare.fuel.flare_api.flare_api import new_secure_session
+
+    session = new_secure_session(username, admin_kit, timeout=30)
+    try:
+        session.shutdown("all")
+    except Exception as e:  # the server may go away before it answers: the start scripts' owners still stop it
+        print(f"shutdown request sent; no confirmation ({e})")
+    finally:
+        session.close()
+
+
+def main() -> int:
+    args = parse_args()
+    # Installed-package mode: the job ships no custom code; each site's local/fedbip_site.json (if any) supplies
+    # its own data path and threads, which override the job's defaults below.
+    recipe = FedBipRecipe(
+        name="fedbip_prod",
+        num_rounds=args.num_rounds,
+        min_clients=args.num_clients,
+        data={"suite": "text-tasks", "n_train": args.max_examples, "n_test": args.test_examples, "seed": 0},
+        max_length=args.max_length,
+        num_threads=1,
+    )
+    env = ProdEnv(startup_kit_location=args.admin_kit, username=args.username, login_timeout=30)
+    run = recipe.execute(env)
+    print(f"submitted job {run.get_job_id()}")
+    result = run.get_result(timeout=args.timeout)
+    status = run.get_status()
+    print(f"job {run.get_job_id()}: status {status}, result downloaded to {result}")
+    ok = result is not None and os.path.isdir(result) and "COMPLETED" in str(status)
+    if ok:
+        results = load_results(result)
+        write_results(results, args.output)
+        print(format_table(results))
+        with open(os.path.join(args.output, "job.json"), "w") as f:
+            json.dump({"job_id": run.get_job_id(), "status": str(status), "result_dir": result}, f, indent=2)
+    if args.shutdown:
+        shutdown_all(args.admin_kit, args.username)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
