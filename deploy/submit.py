@@ -1,6 +1,7 @@
 """Submit the FedBip job to a running NVFlare deployment as its admin, wait, collect the results, shut down.
 
-Used by deploy/run_local.sh; works the same against a real deployment (give it your admin startup kit):
+Used by deploy/run_local.sh (provisioned kits) and deploy/run_poc.sh (the POC admin's kit); works the same
+against a real deployment (give it your admin startup kit):
 
     python deploy/submit.py --admin-kit <admin startup kit folder> --username admin@fedbip.local --output results/
 """
