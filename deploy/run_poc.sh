@@ -21,7 +21,13 @@ echo "== nvflare poc prepare in $NVFLARE_POC_WORKSPACE"
 "$BIN/nvflare" poc prepare -n "${#SITES[@]}" --force > /dev/null
 for participant in server "${SITES[@]}"; do "$BIN/fedbip" allow-list "$KITS/$participant" > /dev/null; done
 
-trap '"$BIN/nvflare" poc stop > /dev/null 2>&1 || true' EXIT
+cleanup() {
+  "$BIN/nvflare" poc stop > /dev/null 2>&1 || true
+  # wait for the POC processes (all run from this script's own POC workspace) to exit; kill stragglers by PID
+  for _ in $(seq 60); do pgrep -f "$NVFLARE_POC_WORKSPACE" > /dev/null || return 0; sleep 1; done
+  for pid in $(pgrep -f "$NVFLARE_POC_WORKSPACE"); do kill -KILL "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
 echo "== nvflare poc start"
 "$BIN/nvflare" poc start -ex admin@nvidia.com > "$NVFLARE_POC_WORKSPACE/../poc_start.log" 2>&1
 
