@@ -15,12 +15,13 @@ from fedbip_nvflare.core.aggregation import (
 from fedbip_nvflare.core.fingerprint import params_digest
 from fedbip_nvflare.core.grouping import assign_groups, layer_group
 from fedbip_nvflare.core.similarity import cosine_similarity_matrix
-from fedbip_nvflare.core.task_vectors import apply_update, check_update, l2_norm, task_vector
+from fedbip_nvflare.core.task_vectors import apply_update, check_update, clip_to_median_norm, l2_norm, task_vector
 from fedbip_nvflare.core.weights import NEGATIVE_POLICIES, aggregation_weights
 
 SIMILARITY_ON = ("round", "cumulative")
 
 __all__ = [
+    "clip_to_median_norm",
     "params_digest",
     "AggregationResult",
     "NEGATIVE_POLICIES",

@@ -1,7 +1,8 @@
 """Task vectors: the difference between a client's fine-tuned and its received federated parameters."""
 
 import math
-from typing import Dict, Mapping, Optional
+import statistics
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -68,3 +69,33 @@ def check_update(
 def l2_norm(vector: Mapping[str, torch.Tensor]) -> float:
     """L2 norm of a dict of tensors, accumulated in fp32."""
     return math.sqrt(sum(float(torch.sum(t.float() * t.float())) for t in vector.values()))
+
+
+def clip_to_median_norm(vectors: Mapping[str, Mapping[str, torch.Tensor]], bound: float) -> Tuple[Dict, Dict]:
+    """Scales down every task vector longer than ``bound`` × the median norm of the round (a norm bound).
+
+    A defence against one client pulling everyone's models with an outsized update; cosines (and so FedBip's
+    weights) are unchanged, only the clipped vectors' lengths.
+
+    Args:
+        vectors: ``{client: τ}``.
+        bound: Multiple of the median L2 norm a vector may reach (> 0).
+
+    Returns:
+        ``({client: τ, scaled where needed}, {client: scale})`` with the scale (< 1) of each clipped client.
+
+    Raises:
+        ValueError: ``bound`` is not a positive number.
+    """
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
+        raise ValueError(f"the norm bound must be a number > 0 (a multiple of the median norm), got {bound!r}")
+    norms = {c: l2_norm(v) for c, v in vectors.items()}
+    limit = bound * statistics.median(norms.values()) if norms else 0.0
+    out, scales = {}, {}
+    for client, vector in vectors.items():
+        if limit > 0 and norms[client] > limit:
+            scales[client] = limit / norms[client]
+            out[client] = {n: t * scales[client] for n, t in vector.items()}
+        else:
+            out[client] = dict(vector)
+    return out, scales

@@ -99,6 +99,7 @@ class FedBipRecipe(Recipe):
         negative: Negative-cosine policy, "clip" or "keep".
         similarity_on: "round" or "cumulative".
         center_similarity: Beyond the paper: cosines of the task vectors minus the round's mean vector.
+        norm_bound: Beyond the paper: clip each task vector to this multiple of the round's median norm.
         lora_r: LoRA rank.
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
@@ -174,15 +175,20 @@ class FedBipRecipe(Recipe):
         server_learning_rate: float = 1.0,
         center_similarity: bool = False,
         tracking: Optional[str] = None,
+        norm_bound: Optional[float] = None,
     ):
         validate_tracking(tracking)
-        validate_fedbip_options(num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout)
+        validate_fedbip_options(
+            num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout, norm_bound
+        )
         if aggregation == "fedavg":
             if aggregation_options:
                 raise ValueError(f"aggregation 'fedavg' takes no aggregation_options, got {aggregation_options!r}")
         else:
             validate_aggregation(aggregation, dict(aggregation_options or {}))
         validate_head_options(federate_head, num_labels)
+        if norm_bound is not None and aggregation != "fedbip":
+            raise ValueError(f"norm_bound applies to FedBip's rule only, not to aggregation {aggregation!r}")
         if aggregation == "fedavg" and federate_head and num_labels is None:
             raise ValueError(
                 "aggregation='fedavg' averages one head for everyone: federate_head=True needs num_labels (every "
@@ -203,6 +209,7 @@ class FedBipRecipe(Recipe):
         self.negative = negative
         self.similarity_on = similarity_on
         self.center_similarity = center_similarity
+        self.norm_bound = norm_bound
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
@@ -268,6 +275,7 @@ class FedBipRecipe(Recipe):
             negative=self.negative,
             similarity_on=self.similarity_on,
             center_similarity=self.center_similarity,
+            norm_bound=self.norm_bound,
             seed=self.seed,
             train_timeout=self.train_timeout,
             validate_timeout=self.validate_timeout,

@@ -13,6 +13,7 @@ from fedbip_nvflare.core import (
     SIMILARITY_ON,
     apply_update,
     check_update,
+    clip_to_median_norm,
     combine,
     task_vector,
 )
@@ -80,6 +81,8 @@ class FedBipController(TargetedTasksController):
         num_labels: With ``federate_head``, the number of labels every client shares: θ̄⁰ then holds the head
             and sends it from round 0. None: heads join per label space with each client's first result,
             starting from the same fresh head the site built (``initial_head``).
+        norm_bound: Beyond the paper, against outsized updates: clip each task vector to this multiple of the
+            round's median norm before combining (None: off). Cosines and weights are unchanged.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class FedBipController(TargetedTasksController):
         federate_head: bool = False,
         num_labels: Optional[int] = None,
         center_similarity: bool = False,
+        norm_bound: Optional[float] = None,
     ):
         super().__init__(persistor_id="", ignore_result_error=True)
         self.model = model
@@ -115,6 +119,7 @@ class FedBipController(TargetedTasksController):
         self.negative = negative
         self.similarity_on = similarity_on
         self.center_similarity = bool(center_similarity)
+        self.norm_bound = norm_bound
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
@@ -128,13 +133,17 @@ class FedBipController(TargetedTasksController):
         self.validate_task_name = validate_task_name
         self.aggregation = aggregation
         self.aggregation_options = dict(aggregation_options or {})
-        validate_fedbip_options(num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout)
+        validate_fedbip_options(
+            num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout, norm_bound
+        )
         self.federate_head = federate_head
         self.num_labels = num_labels
         validate_aggregation(aggregation, self.aggregation_options)
+        if norm_bound is not None and aggregation != "fedbip":
+            raise ValueError(f"norm_bound applies to FedBip's rule only, not to aggregation {aggregation!r}")
         validate_head_options(federate_head, num_labels)
         self._lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
-        self._rule = FedBipRule(layerwise, negative, similarity_on, self.center_similarity)
+        self._rule = FedBipRule(layerwise, negative, similarity_on, self.center_similarity, norm_bound)
         self.theta0: Params = {}
         self.thetas: Dict[str, Params] = {}
         self.client_info: Dict[str, dict] = {}
@@ -326,6 +335,7 @@ class FedBipController(TargetedTasksController):
             "negative": self.negative,
             "similarity_on": self.similarity_on,
             "center_similarity": self.center_similarity,
+            "norm_bound": self.norm_bound,
             "federate_head": self.federate_head,
             "seed": self.seed,
             "model": self.model,
@@ -340,6 +350,7 @@ def validate_fedbip_options(
     similarity_on: str,
     train_timeout: int = 0,
     validate_timeout: int = 0,
+    norm_bound: Optional[float] = None,
 ) -> None:
     """Checks FedBip's server options, raising ValueError naming the bad one and the allowed values."""
     if not isinstance(num_rounds, int) or isinstance(num_rounds, bool) or num_rounds < 1:
@@ -350,6 +361,8 @@ def validate_fedbip_options(
         raise ValueError(f"negative must be one of {NEGATIVE_POLICIES}, got {negative!r}")
     if similarity_on not in SIMILARITY_ON:
         raise ValueError(f"similarity_on must be one of {SIMILARITY_ON}, got {similarity_on!r}")
+    if norm_bound is not None:
+        clip_to_median_norm({}, norm_bound)  # validates it
     for name, value in (("train_timeout", train_timeout), ("validate_timeout", validate_timeout)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an int >= 0 seconds (0: no limit), got {value!r}")

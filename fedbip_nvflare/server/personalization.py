@@ -100,6 +100,7 @@ class FedBipModelAggregator(ModelAggregator):
         resume_from: A ``state`` folder of an earlier run (this aggregator's or FedBipController's) to continue
             from: its θ̄⁰ and every client's θ̄_i.
         log_updates: Also save, every round, what each client was sent and returned (``<run dir>/fedbip/updates``).
+        norm_bound: Clip each task vector to this multiple of the round's median norm (None: off).
         aggregator_name: Links the aggregator to its filter (change it only to run two in one server job).
     """
 
@@ -112,6 +113,7 @@ class FedBipModelAggregator(ModelAggregator):
         min_clients: int = 1,
         resume_from: Optional[str] = None,
         log_updates: bool = False,
+        norm_bound: Optional[float] = None,
         aggregator_name: str = DEFAULT_NAME,
     ):
         from fedbip_nvflare.server.controller import validate_fedbip_options
@@ -124,11 +126,12 @@ class FedBipModelAggregator(ModelAggregator):
         self.min_clients = min_clients
         self.resume_from = resume_from
         self.log_updates = log_updates
+        self.norm_bound = norm_bound
         self.aggregator_name = aggregator_name
-        validate_fedbip_options(1, min_clients, negative, similarity_on)
+        validate_fedbip_options(1, min_clients, negative, similarity_on, norm_bound=norm_bound)
         if not isinstance(aggregator_name, str) or not aggregator_name:
             raise ValueError(f"aggregator_name must be a non-empty string, got {aggregator_name!r}")
-        self._rule = FedBipRule(layerwise, negative, similarity_on, self.center_similarity)
+        self._rule = FedBipRule(layerwise, negative, similarity_on, self.center_similarity, norm_bound)
         self._lock = threading.RLock()
         self._out_dir: Optional[str] = None
         self.theta0: Params = {}
@@ -274,6 +277,7 @@ class FedBipModelAggregator(ModelAggregator):
             "negative": self.negative,
             "similarity_on": self.similarity_on,
             "center_similarity": self.center_similarity,
+            "norm_bound": self.norm_bound,
         }
 
     def final_models(self, clients: Sequence[str]) -> Dict[str, Params]:

@@ -5,7 +5,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from fedbip_nvflare.core import apply_update, combine_by_space, fedbip_aggregate, task_vector
+from fedbip_nvflare.core import apply_update, clip_to_median_norm, combine_by_space, fedbip_aggregate, task_vector
 from fedbip_nvflare.models import is_head
 
 Params = Dict[str, torch.Tensor]
@@ -35,12 +35,15 @@ class FedBipRule:
         negative: Negative-cosine policy, "clip" or "keep".
         similarity_on: "round" (cosine of this round's τ) or "cumulative" (of θ_i − θ̄⁰).
         center: Measure cosines after removing the round's mean vector.
+        norm_bound: Clip every task vector to this multiple of the round's median norm before combining them
+            (None: no bound).
     """
 
     layerwise: bool = False
     negative: str = "clip"
     similarity_on: str = "round"
     center: bool = False
+    norm_bound: Optional[float] = None
 
     def apply(
         self,
@@ -66,6 +69,9 @@ class FedBipRule:
         clients = sorted(returned)
         shared = list(returned[clients[0]]) if shared is None else shared
         taus = {c: task_vector(returned[c], sent[c]) for c in clients}
+        scales: Dict[str, float] = {}
+        if self.norm_bound is not None:
+            taus, scales = clip_to_median_norm(taus, self.norm_bound)
         sim_vectors = None
         if self.similarity_on == "cumulative":
             sim_vectors = {}
@@ -89,4 +95,6 @@ class FedBipRule:
             "similarity": matrix_json(result.similarity),
             "weights": matrix_json(result.weights),
         }
+        if self.norm_bound is not None:
+            record["clipped"] = scales
         return thetas, record

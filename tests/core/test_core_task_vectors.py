@@ -133,3 +133,20 @@ def test_params_digest_matches_across_numpy_and_torch_and_detects_changes():
     assert params_digest(changed) != params_digest(params)
     renamed = {"c": params["b"], "a": params["a"]}
     assert params_digest(renamed) != params_digest(params)
+
+
+def test_clip_to_median_norm_scales_only_outsized_vectors():
+    from fedbip_nvflare.core import clip_to_median_norm
+
+    vectors = {
+        "a": {"w": torch.tensor([3.0, 4.0])},  # norm 5
+        "b": {"w": torch.tensor([0.0, 6.0])},  # norm 6 (the median)
+        "c": {"w": torch.tensor([60.0, 80.0])},  # norm 100: a scaled-up copy
+    }
+    clipped, scales = clip_to_median_norm(vectors, bound=2.0)
+    assert set(scales) == {"c"} and math.isclose(scales["c"], 12.0 / 100.0)
+    assert torch.allclose(clipped["c"]["w"], torch.tensor([7.2, 9.6]))
+    assert torch.equal(clipped["a"]["w"], vectors["a"]["w"]) and torch.equal(clipped["b"]["w"], vectors["b"]["w"])
+    for bad in (0, -1.0, True, "2"):
+        with pytest.raises(ValueError, match="norm bound"):
+            clip_to_median_norm(vectors, bad)
