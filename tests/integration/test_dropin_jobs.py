@@ -8,13 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Dict, List
 
 import pytest
-from safetensors.torch import load_file
+from received_models import assert_each_site_received_only_its_own, final_models, received, sent_model
 
 from fedbip_nvflare.core import params_digest
-from fedbip_nvflare.server.state import ClientStateStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -26,38 +24,6 @@ def _run(cmd, cwd=REPO, timeout=600):
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
     assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
-
-
-def _received(site_run_dir: str) -> List[dict]:
-    with open(os.path.join(site_run_dir, "fedbip", "received.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def _sent(server_run_dir: str, rnd: int, site: str):
-    folder = os.path.join(server_run_dir, "fedbip", "updates", f"round_{rnd:03d}")
-    return load_file(os.path.join(folder, "sent_" + ClientStateStore.file_name(site)))
-
-
-def _final(server_run_dir: str) -> Dict[str, dict]:
-    _, _, thetas, _ = ClientStateStore(os.path.join(server_run_dir, "fedbip", "state")).load()
-    return thetas
-
-
-def _assert_each_site_received_only_its_own(server_run_dir: str, site_run_dirs: Dict[str, str], rounds: int):
-    final = _final(server_run_dir)
-    own = {
-        site: {("train", r): params_digest(_sent(server_run_dir, r, site)) for r in range(rounds)}
-        | {("validate", rounds): params_digest(final[site])}
-        for site in SITES
-    }
-    for site, run_dir in site_run_dirs.items():
-        entries = _received(run_dir)
-        assert sorted((e["task"], e["round"]) for e in entries) == sorted(own[site]), entries
-        for e in entries:
-            key = (e["task"], e["round"])
-            assert e["site"] == site and e["digest"] == own[site][key], f"{site} got a model not its own at {key}"
-            if key[1] > 0:  # after round 0 every client's model differs: it never matches another's
-                assert all(e["digest"] != own[other][key] for other in SITES if other != site)
 
 
 def test_fedavg_recipe_with_fedbip_dropped_in_equals_the_controller(tmp_path, minilm_path):
@@ -74,7 +40,7 @@ def test_fedavg_recipe_with_fedbip_dropped_in_equals_the_controller(tmp_path, mi
     )
     dropin_server = os.path.join(str(workspace), "fedavg_dropin", "server", "simulate_job")
     sites = {s: os.path.join(str(workspace), "fedavg_dropin", s, "simulate_job") for s in SITES}
-    _assert_each_site_received_only_its_own(dropin_server, sites, rounds)
+    assert_each_site_received_only_its_own(dropin_server, sites, rounds)
     with open(os.path.join(dropin_server, "fedbip", "results.json")) as f:
         results = json.load(f)
     assert results["method"] == "fedbip-dropin" and sorted(results["clients"]) == SITES
@@ -94,11 +60,11 @@ def test_fedavg_recipe_with_fedbip_dropped_in_equals_the_controller(tmp_path, mi
     controller_server = os.path.join(str(tmp_path / "controller"), "controller", "server", "simulate_job")
     for rnd in range(rounds):
         for site in SITES:
-            a, b = _sent(dropin_server, rnd, site), _sent(controller_server, rnd, site)
+            a, b = sent_model(dropin_server, rnd, site), sent_model(controller_server, rnd, site)
             assert set(a) == set(b)
             for name in a:
                 assert (a[name] - b[name]).abs().max() < 1e-5, f"round {rnd} {site} {name}"
-    final_a, final_b = _final(dropin_server), _final(controller_server)
+    final_a, final_b = final_models(dropin_server), final_models(controller_server)
     for site in SITES:
         assert max(float((final_a[site][n] - final_b[site][n]).abs().max()) for n in final_a[site]) < 1e-5
     # and the models really are personalized: the two sites' final adapters differ
@@ -142,9 +108,9 @@ def test_scatter_and_gather_config_job_runs_with_nvflare_simulator(tmp_path, tin
     with open(os.path.join(server, "fedbip", "results.json")) as f:
         results = json.load(f)
     assert sorted(results["clients"]) == SITES
-    final = _final(server)
+    final = final_models(server)
     for site in SITES:
-        entries = _received(os.path.join(workspace, site, "simulate_job"))
+        entries = received(os.path.join(workspace, site, "simulate_job"))
         assert [(e["task"], e["round"]) for e in entries] == [("train", 0), ("train", 1), ("validate", 2)]
         assert entries[-1]["digest"] == params_digest(final[site])
         other = next(s for s in SITES if s != site)

@@ -6,8 +6,10 @@ import os
 
 import pytest
 import torch
+from received_models import assert_each_site_received_only_its_own
 from safetensors.torch import load_file
 
+from fedbip_nvflare.client.audit import ReceivedModelLog
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.core import fedbip_aggregate, task_vector
 from fedbip_nvflare.server.state import ClientStateStore
@@ -34,6 +36,7 @@ def finished_job(tmp_path_factory, minilm_path):
         log_updates=True,
         tracking="tensorboard",
     )
+    recipe.add_client_input_filter(ReceivedModelLog(), tasks=[K.TRAIN_TASK, K.VALIDATE_TASK])
     recipe.execute(SimEnv(num_clients=3, num_threads=3, workspace_root=workspace))
     return os.path.join(workspace, "fedbip_it")
 
@@ -184,3 +187,9 @@ def test_report_prints_the_table_and_writes_the_plots(finished_job, tmp_path, ca
         path = os.path.join(str(tmp_path), name)
         assert os.path.getsize(path) > 5_000, name
     assert main(["report", str(tmp_path / "nothing-here")]) == 1
+
+
+def test_every_model_a_site_received_was_its_own(finished_job):
+    server = os.path.join(finished_job, "server", "simulate_job")
+    sites = {site: os.path.join(finished_job, site, "simulate_job") for site in CLIENTS}
+    assert_each_site_received_only_its_own(server, sites, ROUNDS)
