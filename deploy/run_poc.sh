@@ -21,11 +21,14 @@ echo "== nvflare poc prepare in $NVFLARE_POC_WORKSPACE"
 "$BIN/nvflare" poc prepare -n "${#SITES[@]}" --force > /dev/null
 for participant in server "${SITES[@]}"; do "$BIN/fedbip" allow-list "$KITS/$participant" > /dev/null; done
 
+own_pids() {  # processes whose command line names this script's own POC workspace
+  grep -l -a -F -- "$NVFLARE_POC_WORKSPACE" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | grep -vx "$$" || true
+}
 cleanup() {
   "$BIN/nvflare" poc stop > /dev/null 2>&1 || true
-  # wait for the POC processes (all run from this script's own POC workspace) to exit; kill stragglers by PID
-  for _ in $(seq 60); do pgrep -f "$NVFLARE_POC_WORKSPACE" > /dev/null || return 0; sleep 1; done
-  for pid in $(pgrep -f "$NVFLARE_POC_WORKSPACE"); do kill -KILL "$pid" 2>/dev/null || true; done
+  # wait for the POC processes to exit; kill stragglers by PID
+  for _ in $(seq 60); do [[ -z "$(own_pids)" ]] && return 0; sleep 1; done
+  for pid in $(own_pids); do kill -KILL "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 echo "== nvflare poc start"

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+from processes import pids_running_from
+
 from fedbip_nvflare import assets
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -48,5 +50,5 @@ def test_provisioned_deployment_runs_fedbip_end_to_end(tmp_path, minilm_path):
     for site in SITES:
         assert f"{site} keeps its personalized adapter in" in proc.stdout
     # every process the script started is gone (it stops its own process groups, even on failure)
-    leftover = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True).stdout.split()
+    leftover = pids_running_from(str(work))
     assert not leftover, f"processes still running from {work}: {leftover}"

@@ -1,16 +1,18 @@
 """NVFlare POC mode: deploy/run_poc.sh prepares and starts POC, allow-lists the installed package, submits the
-FedBip recipe with PocEnv and stops POC. POC writes under ~ and uses ports 8002/8003: HOME is isolated."""
+FedBip recipe as the POC admin and stops POC. POC writes under ~ and uses ports 8002/8003: HOME is isolated."""
 
 import os
 import subprocess
 import sys
+
+from processes import pids_running_from
 
 from fedbip_nvflare import assets
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_poc_runs_fedbip_with_poc_env(tmp_path, minilm_path):
+def test_poc_runs_fedbip_as_the_poc_admin(tmp_path, minilm_path):
     poc = tmp_path / "poc"
     env = dict(
         os.environ,
@@ -27,5 +29,5 @@ def test_poc_runs_fedbip_with_poc_env(tmp_path, minilm_path):
     for site in ("site-1", "site-2"):
         assert f"{site} keeps its personalized adapter in {poc}" in proc.stdout
     assert os.path.exists(tmp_path / "results" / "results.json")
-    leftover = subprocess.run(["pgrep", "-f", str(poc)], capture_output=True, text=True).stdout.split()
+    leftover = pids_running_from(str(poc))
     assert not leftover, f"POC processes still running: {leftover}"
