@@ -68,14 +68,6 @@ for site in "${SITES[@]}"; do start "$site"; done
 
 echo "== submitting the FedBip job as admin@fedbip.local"
 "$PY" "$HERE/submit.py" --admin-kit "$KITS/admin@fedbip.local" --num-clients "${#SITES[@]}" \
-  --num-rounds "$NUM_ROUNDS" --output "$WORK/results" --shutdown
+  --num-rounds "$NUM_ROUNDS" --output "$WORK/results" --shutdown --site-kits "$KITS" --sites "${SITES[@]}"
 
-JOB_ID="$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['job_id'])" "$WORK/results/job.json")"
-for site in "${SITES[@]}"; do
-  adapter="$(find "$KITS/$site/$JOB_ID" -type d -name personalized_adapter | head -1)"
-  if [[ -z "$adapter" || ! -f "$adapter/adapter_model.safetensors" ]]; then
-    echo "FAILED: $site has no personalized adapter for job $JOB_ID"; exit 1
-  fi
-  echo "$site keeps its personalized adapter in $adapter"
-done
 echo "== done: results in $WORK/results, logs in $WORK/*.log"

@@ -7,6 +7,7 @@ against a real deployment (give it your admin startup kit):
 """
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -29,6 +30,8 @@ def parse_args():
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait for the job")
     p.add_argument("--output", required=True, help="folder for the downloaded job result and results.json")
     p.add_argument("--shutdown", action="store_true", help="shut the server and the sites down afterwards")
+    p.add_argument("--site-kits", default=None, help="folder holding the sites' kits (check their adapters)")
+    p.add_argument("--sites", nargs="*", default=[], help="sites whose personalized adapter must exist")
     return p.parse_args()
 
 
@@ -43,6 +46,20 @@ def shutdown_all(admin_kit: str, username: str) -> None:
         print(f"shutdown request sent; no confirmation ({e})")
     finally:
         session.close()
+
+
+def missing_adapters(site_kits: str, sites, job_id: str) -> list:
+    """The sites among ``sites`` with no personalized adapter of ``job_id`` in their own workspace (each found
+    one is printed)."""
+    missing = []
+    for site in sites:
+        found = sorted(glob.glob(os.path.join(site_kits, site, job_id, "**", "personalized_adapter"), recursive=True))
+        if found and os.path.isfile(os.path.join(found[0], "adapter_model.safetensors")):
+            print(f"{site} keeps its personalized adapter in {found[0]}")
+        else:
+            print(f"FAILED: {site} has no personalized adapter for job {job_id}")
+            missing.append(site)
+    return missing
 
 
 def main() -> int:
@@ -70,6 +87,8 @@ def main() -> int:
         print(format_table(results))
         with open(os.path.join(args.output, "job.json"), "w") as f:
             json.dump({"job_id": run.get_job_id(), "status": str(status), "result_dir": result}, f, indent=2)
+    if ok and args.site_kits:
+        ok = not missing_adapters(args.site_kits, args.sites, run.get_job_id())
     if args.shutdown:
         shutdown_all(args.admin_kit, args.username)
     return 0 if ok else 1
