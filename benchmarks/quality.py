@@ -397,7 +397,8 @@ def git_commit() -> Optional[str]:
 
 
 # -- command line ------------------------------------------------------------------------------------------
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
@@ -413,23 +414,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--output", required=True, help="output folder DIR")
-    p.add_argument("--num-clients", type=_positive, default=None, help="default: the suite's")
-    p.add_argument("--num-rounds", type=_positive, default=3)
-    p.add_argument("--max-examples", type=_positive, default=None, help="training examples per client (suite's)")
-    p.add_argument("--test-examples", type=_positive, default=None, help="test examples per client (suite's)")
-    p.add_argument("--local-epochs", type=_positive, default=1)
-    p.add_argument("--max-length", type=_positive, default=128)
+    p.add_argument("--num-clients", type=positive_int, default=None, help="default: the suite's")
+    p.add_argument("--num-rounds", type=positive_int, default=3)
+    p.add_argument("--max-examples", type=positive_int, default=None, help="training examples per client (suite's)")
+    p.add_argument("--test-examples", type=positive_int, default=None, help="test examples per client (suite's)")
+    p.add_argument("--local-epochs", type=positive_int, default=1)
+    p.add_argument("--max-length", type=positive_int, default=128)
     p.add_argument("--learning-rate", type=float, default=1e-3, help="LoRA learning rate")
     p.add_argument(
         "--round-eval-examples",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="test examples for the per-round curves (default: all); final accuracies use all",
     )
     p.add_argument(
-        "--threads", type=_positive, default=None, help="clients the simulator runs in parallel (default: all)"
+        "--threads", type=positive_int, default=None, help="clients the simulator runs in parallel (default: all)"
     )
-    p.add_argument("--torch-threads", type=_positive, default=1, help="torch CPU threads per client")
+    p.add_argument("--torch-threads", type=positive_int, default=1, help="torch CPU threads per client")
     p.add_argument("--model", default=DEFAULT_MODEL, help="HF model id or local folder")
     p.add_argument(
         "--federate-head",

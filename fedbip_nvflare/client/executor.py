@@ -50,6 +50,7 @@ class FedBipExecutor(Executor):
         train_lora: False trains only the head on the frozen backbone (the "probe" baseline).
         federate_head: Send the head with the LoRA tensors (all sites must share one label space).
         round_eval_examples: Test examples for the per-round evaluations (None: all; see ``TrainSettings``).
+        precision: ``"fp32"`` or ``"bf16"`` (forward passes under bfloat16 autocast; see ``TrainSettings``).
         train_task_name: Name of the train task.
         validate_task_name: Name of the validate task.
     """
@@ -73,6 +74,7 @@ class FedBipExecutor(Executor):
         train_lora: bool = True,
         federate_head: bool = False,
         round_eval_examples: Optional[int] = None,
+        precision: str = "fp32",
         train_task_name: str = K.TRAIN_TASK,
         validate_task_name: str = K.VALIDATE_TASK,
     ):
@@ -94,6 +96,7 @@ class FedBipExecutor(Executor):
         self.train_lora = train_lora
         self.federate_head = federate_head
         self.round_eval_examples = round_eval_examples
+        self.precision = precision
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
         if not isinstance(self.data, dict):
@@ -111,6 +114,7 @@ class FedBipExecutor(Executor):
             train_lora=train_lora,
             federate_head=federate_head,
             round_eval_examples=round_eval_examples,
+            precision=precision,
         )
         self._session: Optional[SiteSession] = None
         self._state_dir: Optional[str] = None

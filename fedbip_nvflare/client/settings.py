@@ -1,7 +1,9 @@
 """Local fine-tuning settings shared by the executor, the Client API script and the recipe."""
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
+
+PRECISIONS: Tuple[str, ...] = ("fp32", "bf16")
 
 
 @dataclass
@@ -25,6 +27,9 @@ class TrainSettings:
         round_eval_examples: Evaluate the model received each round (and the round-0 local model) on this many
             test examples, a fixed seeded subset, instead of the whole test split; the final personalized
             model is always evaluated on the whole split. None: the whole split every round.
+        precision: ``"fp32"``, or ``"bf16"`` to run forward passes (training and evaluation) under
+            ``torch.autocast`` with bfloat16 on the trainer's device (CUDA, or a CPU with bf16 support); the
+            LoRA tensors, head and optimizer state stay fp32, so what travels is fp32 either way.
     """
 
     local_epochs: int = 1
@@ -39,6 +44,7 @@ class TrainSettings:
     train_lora: bool = True
     federate_head: bool = False
     round_eval_examples: Optional[int] = None
+    precision: str = "fp32"
 
     def __post_init__(self):
         for name in ("local_epochs", "batch_size", "max_length", "eval_batch_size"):
@@ -59,6 +65,8 @@ class TrainSettings:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads <= 0):
             raise ValueError(f"num_threads must be a positive int or None, got {self.num_threads!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain dict of the settings."""

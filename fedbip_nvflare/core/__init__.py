@@ -6,6 +6,7 @@ Public API (stable): :func:`cosine_similarity_matrix`, :func:`aggregation_weight
 
 from fedbip_nvflare.core.aggregation import (
     AggregationResult,
+    StreamedUpdates,
     combine,
     combine_by_space,
     fedbip_aggregate,
@@ -24,6 +25,7 @@ __all__ = [
     "clip_to_median_norm",
     "params_digest",
     "AggregationResult",
+    "StreamedUpdates",
     "NEGATIVE_POLICIES",
     "SIMILARITY_ON",
     "aggregation_weights",

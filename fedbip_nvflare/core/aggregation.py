@@ -1,12 +1,13 @@
 """FedBip personalized aggregation: ``Σ_k p_ik τ_k`` for every client i, model-level or layer-wise."""
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Union
 
 import torch
 
+from fedbip_nvflare.core.blocks import BlockProduct, ColumnBlocks, flat_outputs, scatter
 from fedbip_nvflare.core.grouping import GroupSpec, assign_groups
-from fedbip_nvflare.core.similarity import center_gram, cosine_from_gram, gram_matrices, stacked_rows
+from fedbip_nvflare.core.similarity import center_gram, cosine_from_gram, grams_of
 from fedbip_nvflare.core.weights import aggregation_weights, check_negative_policy
 
 Params = Dict[str, torch.Tensor]
@@ -21,13 +22,18 @@ class AggregationResult:
         clients: Client names, the row/column order of the matrices.
         similarity: ``[N, N]`` model-level cosine matrix, or ``{group: [N, N]}`` when layer-wise.
         weights: Aggregation weights of the same structure, rows summing to 1.
-        updates: ``{client: {name: Σ_k p_ik τ_k}}``.
+        updates: ``{client: {name: Σ_k p_ik τ_k}}`` (a :class:`StreamedUpdates` when streaming).
     """
 
     clients: List[str]
     similarity: WeightsResult
     weights: WeightsResult
-    updates: Dict[str, Params]
+    updates: Mapping[str, Params]
+
+
+def _weight_rows(weights: WeightsResult, key: Optional[str], rows: slice) -> torch.Tensor:
+    p = weights[key] if isinstance(weights, dict) else weights
+    return p[rows].to(torch.float32)
 
 
 def combine(
@@ -35,7 +41,11 @@ def combine(
     weights: WeightsResult,
     group_of: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Params]:
-    """Computes ``upd_i = Σ_k p_ik τ_k`` tensor by tensor (fp32 math, outputs in the inputs' dtype).
+    """Computes ``upd_i = Σ_k p_ik τ_k`` for every client (fp32 math, outputs in the inputs' dtype).
+
+    One pass over the inputs, block of columns by block (:mod:`.blocks`); the extra memory beyond the outputs is
+    one block. Each client's output tensors are views of that client's own flat buffers, so they share storage
+    with no other client's.
 
     Args:
         task_vectors: ``{client: {name: τ}}``; the client order is the weights' row order.
@@ -46,14 +56,51 @@ def combine(
         ``{client: {name: update}}``.
     """
     clients = list(task_vectors)
-    vectors = [task_vectors[c] for c in clients]
-    updates: Dict[str, Params] = {c: {} for c in clients}
-    for name, ref in vectors[0].items():
-        p = weights[group_of[name]] if group_of is not None else weights
-        mixed = p.to(torch.float32) @ stacked_rows(vectors, name)
-        for i, client in enumerate(clients):
-            updates[client][name] = mixed[i].view(ref.shape).to(ref.dtype if ref.is_floating_point() else torch.float32)
-    return updates
+    return dict(zip(clients, combine_columns(ColumnBlocks([task_vectors[c] for c in clients], group_of), weights)))
+
+
+def combine_columns(columns: ColumnBlocks, weights: WeightsResult, rows: slice = slice(None)) -> List[Params]:
+    """``[{name: Σ_k p_ik τ_k}]`` for the weight rows ``rows``, in one pass over the stacked task vectors."""
+    product = BlockProduct()
+    buffers, outputs = flat_outputs(columns.reference, len(range(len(columns))[rows]))
+    for block, cols in columns:
+        scatter(product(_weight_rows(weights, block.key, rows), cols), block, buffers)
+    return outputs
+
+
+class StreamedUpdates(Mapping[str, Params]):
+    """``{client: upd_i}`` computed when a client's entry is read, for servers that send one client at a time.
+
+    Holds only the inputs and the weights; every read makes one pass over all N task vectors and returns a
+    fresh ``{name: update}`` that nothing here keeps, so peak memory is the inputs plus the outputs the caller
+    holds on to. Reading every client costs N passes instead of :func:`combine`'s one.
+
+    Args:
+        task_vectors: ``{client: {name: τ}}``, the weights' row order; not copied, so keep them unchanged.
+        weights: ``[N, N]`` weights, or ``{group: [N, N]}`` with ``group_of``.
+        group_of: ``{name: group}`` for layer-wise weights.
+    """
+
+    def __init__(
+        self,
+        task_vectors: Mapping[str, Mapping[str, torch.Tensor]],
+        weights: WeightsResult,
+        group_of: Optional[Mapping[str, str]] = None,
+    ):
+        self._clients = list(task_vectors)
+        self._index = {c: i for i, c in enumerate(self._clients)}
+        self._columns = ColumnBlocks([task_vectors[c] for c in self._clients], group_of)
+        self._weights = weights
+
+    def __getitem__(self, client: str) -> Params:
+        i = self._index[client]
+        return combine_columns(self._columns, self._weights, slice(i, i + 1))[0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._clients)
+
+    def __len__(self) -> int:
+        return len(self._clients)
 
 
 def restrict_weights(weights: torch.Tensor, members: List[int]) -> torch.Tensor:
@@ -108,6 +155,7 @@ def fedbip_aggregate(
     similarity_vectors: Optional[Mapping[str, Mapping[str, torch.Tensor]]] = None,
     groups: GroupSpec = None,
     center: bool = False,
+    streaming: bool = False,
 ) -> AggregationResult:
     """One FedBip server step over the clients that reported.
 
@@ -121,6 +169,8 @@ def fedbip_aggregate(
         center: Beyond the paper: measure the cosine after removing the mean of the (similarity) vectors,
             i.e. the direction every client moved in this round (see :func:`center_gram`); the combined
             updates are still the raw ``τ_k``. False is the paper's rule.
+        streaming: Return the updates as a :class:`StreamedUpdates`, each client's computed when read (peak
+            memory: inputs + the outputs held), instead of all N at once in one pass.
 
     Returns:
         The similarities, weights and per-client updates.
@@ -134,7 +184,8 @@ def fedbip_aggregate(
         raise ValueError("similarity_vectors must hold the same clients, in the same order, as task_vectors")
     names = list(task_vectors[clients[0]])
     group_of = assign_groups(names, groups) if layerwise else None
-    grams = gram_matrices([measured[c] for c in clients], group_of)
+    columns = ColumnBlocks([task_vectors[c] for c in clients], group_of)
+    grams = grams_of(columns if similarity_vectors is None else ColumnBlocks([measured[c] for c in clients], group_of))
     if center:
         grams = {g: center_gram(m) for g, m in grams.items()}
     if layerwise:
@@ -142,7 +193,10 @@ def fedbip_aggregate(
     else:
         similarity = cosine_from_gram(grams[None])
     weights = aggregation_weights(similarity, negative)
-    updates = combine(task_vectors, weights, group_of)
+    if streaming:
+        updates: Mapping[str, Params] = StreamedUpdates(task_vectors, weights, group_of)
+    else:
+        updates = dict(zip(clients, combine_columns(columns, weights)))
     return AggregationResult(clients=clients, similarity=similarity, weights=weights, updates=updates)
 
 
@@ -153,10 +207,11 @@ def personalized_aggregate(
     similarity_vectors: Optional[Mapping[str, Mapping[str, torch.Tensor]]] = None,
     groups: GroupSpec = None,
     center: bool = False,
-) -> Dict[str, Params]:
+    streaming: bool = False,
+) -> Mapping[str, Params]:
     """FedBip's personalized updates ``{client: {name: Σ_k p_ik τ_k}}``.
 
     The personalized parameters of client i for the next round are ``θ̄_i + upd_i``.
     See :func:`fedbip_aggregate` for the arguments; this returns only its ``updates``.
     """
-    return fedbip_aggregate(task_vectors, layerwise, negative, similarity_vectors, groups, center).updates
+    return fedbip_aggregate(task_vectors, layerwise, negative, similarity_vectors, groups, center, streaming).updates

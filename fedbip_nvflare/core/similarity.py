@@ -1,58 +1,41 @@
 """Pairwise cosine similarity of task vectors, model-level or per layer group."""
 
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 
+from fedbip_nvflare.core.blocks import ColumnBlocks, check_same_layout
 from fedbip_nvflare.core.grouping import GroupSpec, assign_groups
 
 Matrix = torch.Tensor
 SimilarityResult = Union[Matrix, Dict[str, Matrix]]
 
 
-def _common_names(vectors: Sequence[Mapping[str, torch.Tensor]]) -> List[str]:
-    if not vectors:
-        raise ValueError("need at least one task vector")
-    names = list(vectors[0].keys())
-    for i, v in enumerate(vectors[1:], start=1):
-        if set(v.keys()) != set(names):
-            raise ValueError(f"task vector {i} has different tensor names than task vector 0")
-    return names
-
-
-def stacked_rows(vectors: Sequence[Mapping[str, torch.Tensor]], name: str) -> torch.Tensor:
-    """One tensor of every vector as the rows of an ``[N, numel]`` fp32 matrix.
-
-    Only this tensor is copied, never the whole vectors, so the extra memory is bounded by
-    ``N × (largest tensor)``.
-    """
-    rows = torch.stack([v[name].detach().reshape(-1) for v in vectors])
-    return rows if rows.dtype == torch.float32 else rows.float()
+def grams_of(columns: ColumnBlocks) -> Dict[Optional[str], Matrix]:
+    """``{group: [N, N] fp32 Gram}`` of stacked task vectors, accumulated block of columns by block."""
+    n = len(columns)
+    grams: Dict[Optional[str], Matrix] = {}
+    for block, cols in columns:
+        gram = grams.get(block.key)
+        if gram is None:
+            gram = grams[block.key] = torch.zeros(n, n, dtype=torch.float32, device=cols.device)
+        gram.addmm_(cols, cols.T)
+    return grams
 
 
 def gram_matrices(
     vectors: Sequence[Mapping[str, torch.Tensor]], group_of: Optional[Mapping[str, str]] = None
 ) -> Dict[Optional[str], Matrix]:
-    """Accumulates the fp32 Gram matrix ``G_ij = <τ_i, τ_j>`` tensor by tensor.
+    """Accumulates the fp32 Gram matrix ``G_ij = <τ_i, τ_j>`` (see :mod:`.blocks` for how).
 
     Args:
-        vectors: N task vectors with identical names and shapes.
+        vectors: N task vectors with identical names and tensor sizes.
         group_of: ``{name: group}`` for per-group Grams, or None for a single model-level Gram (key None).
 
     Returns:
         ``{group: [N, N] fp32 Gram}``.
     """
-    names = _common_names(vectors)
-    n = len(vectors)
-    grams: Dict[Optional[str], Matrix] = {}
-    for name in names:
-        key = group_of[name] if group_of is not None else None
-        rows = stacked_rows(vectors, name)
-        gram = grams.get(key)
-        if gram is None:
-            gram = grams[key] = torch.zeros(n, n, dtype=torch.float32, device=rows.device)
-        gram.addmm_(rows, rows.T)
-    return grams
+    return grams_of(ColumnBlocks(vectors, group_of))
 
 
 def center_gram(gram: Matrix) -> Matrix:
@@ -98,6 +81,6 @@ def cosine_similarity_matrix(
     """
     if groups is None or groups is False:
         return cosine_from_gram(gram_matrices(vectors)[None])
-    names = _common_names(vectors)
+    names = check_same_layout(vectors)
     group_of = assign_groups(names, None if groups is True else groups)
     return {g: cosine_from_gram(m) for g, m in gram_matrices(vectors, group_of).items()}

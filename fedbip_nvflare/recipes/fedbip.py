@@ -100,6 +100,8 @@ class FedBipRecipe(Recipe):
         similarity_on: "round" or "cumulative".
         center_similarity: Beyond the paper: cosines of the task vectors minus the round's mean vector.
         norm_bound: Beyond the paper: clip each task vector to this multiple of the round's median norm.
+        streaming: The server computes each client's personalized update only when it builds that client's
+            model (memory of one update instead of N; N passes over the updates instead of one).
         lora_r: LoRA rank.
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
@@ -176,6 +178,7 @@ class FedBipRecipe(Recipe):
         center_similarity: bool = False,
         tracking: Optional[str] = None,
         norm_bound: Optional[float] = None,
+        streaming: bool = False,
     ):
         validate_tracking(tracking)
         validate_fedbip_options(
@@ -210,6 +213,7 @@ class FedBipRecipe(Recipe):
         self.similarity_on = similarity_on
         self.center_similarity = center_similarity
         self.norm_bound = norm_bound
+        self.streaming = streaming
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
@@ -276,6 +280,7 @@ class FedBipRecipe(Recipe):
             similarity_on=self.similarity_on,
             center_similarity=self.center_similarity,
             norm_bound=self.norm_bound,
+            streaming=self.streaming,
             seed=self.seed,
             train_timeout=self.train_timeout,
             validate_timeout=self.validate_timeout,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -44,7 +45,8 @@ class FedBipController(TargetedTasksController):
 
     After the last round each client gets its final θ̄_i in a validate task; the server writes
     ``<run dir>/fedbip/results.json`` (per-client results), ``rounds.jsonl`` (similarity and weight
-    matrices, rejections and metrics per round) and ``state/`` (θ̄⁰ and every θ̄_i, every round).
+    matrices, rejections, metrics and ``aggregation_s``, the seconds ``aggregate_round`` took, per round) and
+    ``state/`` (θ̄⁰ and every θ̄_i, every round).
 
     A client that fails, times out or returns an invalid update (NaN/Inf, wrong names or shapes) is
     logged and treated as not having reported: it keeps its θ̄_i and rejoins next round.
@@ -83,6 +85,8 @@ class FedBipController(TargetedTasksController):
             starting from the same fresh head the site built (``initial_head``).
         norm_bound: Beyond the paper, against outsized updates: clip each task vector to this multiple of the
             round's median norm before combining (None: off). Cosines and weights are unchanged.
+        streaming: Compute each client's personalized update only when its model is built (peak memory of one
+            update instead of N, for many clients or large adapters; N passes over the updates instead of one).
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class FedBipController(TargetedTasksController):
         num_labels: Optional[int] = None,
         center_similarity: bool = False,
         norm_bound: Optional[float] = None,
+        streaming: bool = False,
     ):
         super().__init__(persistor_id="", ignore_result_error=True)
         self.model = model
@@ -120,6 +125,7 @@ class FedBipController(TargetedTasksController):
         self.similarity_on = similarity_on
         self.center_similarity = bool(center_similarity)
         self.norm_bound = norm_bound
+        self.streaming = bool(streaming)
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
@@ -143,7 +149,7 @@ class FedBipController(TargetedTasksController):
             raise ValueError(f"norm_bound applies to FedBip's rule only, not to aggregation {aggregation!r}")
         validate_head_options(federate_head, num_labels)
         self._lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
-        self._rule = FedBipRule(layerwise, negative, similarity_on, self.center_similarity, norm_bound)
+        self._rule = FedBipRule(layerwise, negative, similarity_on, self.center_similarity, norm_bound, self.streaming)
         self.theta0: Params = {}
         self.thetas: Dict[str, Params] = {}
         self.client_info: Dict[str, dict] = {}
@@ -292,10 +298,13 @@ class FedBipController(TargetedTasksController):
             accepted, rejected = self._accept(rnd, sent, results)
             if self.log_updates:
                 save_round_updates(self.out_dir(), rnd, sent, accepted)
+            aggregation_start = time.perf_counter()
             record = self.aggregate_round(rnd, sent, accepted) or {"clients": sorted(accepted), "aggregated": False}
+            aggregation_s = time.perf_counter() - aggregation_start
             record.update(
                 {
                     "round": rnd,
+                    "aggregation_s": aggregation_s,
                     "rejected": rejected,
                     "missing": sorted(set(clients) - set(results)),
                     "metrics": {c: {k: float(v) for k, v in (r.metrics or {}).items()} for c, r in results.items()},

@@ -37,6 +37,8 @@ class FedBipRule:
         center: Measure cosines after removing the round's mean vector.
         norm_bound: Clip every task vector to this multiple of the round's median norm before combining them
             (None: no bound).
+        streaming: Compute each client's update only when its θ̄_i is built, then drop it (peak memory: one
+            update instead of N; N passes over the task vectors instead of one).
     """
 
     layerwise: bool = False
@@ -44,6 +46,7 @@ class FedBipRule:
     similarity_on: str = "round"
     center: bool = False
     norm_bound: Optional[float] = None
+    streaming: bool = False
 
     def apply(
         self,
@@ -84,12 +87,13 @@ class FedBipRule:
             negative=self.negative,
             similarity_vectors=sim_vectors,
             center=self.center,
+            streaming=self.streaming,
         )
         weights = result.weights
         if isinstance(weights, dict):  # layer-wise: heads use the mean of the groups' weights
             weights = torch.stack(list(weights.values())).mean(dim=0)
-        updates = with_heads(result.updates, taus, weights, spaces)
-        thetas = {c: apply_update(sent[c], updates[c]) for c in clients}
+        heads = with_heads({c: {} for c in clients}, taus, weights, spaces)
+        thetas = {c: apply_update(sent[c], {**result.updates[c], **heads[c]}) for c in clients}
         record = {
             "clients": clients,
             "similarity": matrix_json(result.similarity),

@@ -38,3 +38,21 @@ def test_norm_bound_is_validated_and_only_for_fedbip():
         FedBipController(model="m", norm_bound=0)
     with pytest.raises(ValueError, match="norm_bound applies to FedBip's rule only"):
         FedBipController(model="m", aggregation="local", norm_bound=2.0)
+
+
+@pytest.mark.parametrize("layerwise", [False, True])
+def test_streaming_rule_gives_the_same_models_with_heads_per_label_space(layerwise):
+    gen = torch.Generator().manual_seed(3)
+    clients = ("a", "b", "c")
+    sent = {c: {"layers.0.lora_A": torch.randn(4, 6, generator=gen), "head.weight": torch.randn(2, 6)} for c in clients}
+    returned = {c: {n: t + 0.1 * torch.randn(t.shape, generator=gen) for n, t in sent[c].items()} for c in clients}
+    spaces = {"a": "x", "b": "x", "c": "y"}
+    args = (sent, returned, lambda _: sent["a"], ["layers.0.lora_A"], spaces)
+    batch, record = FedBipRule(layerwise=layerwise).apply(*args)
+    streamed, streamed_record = FedBipRule(layerwise=layerwise, streaming=True).apply(*args)
+    assert record == streamed_record
+    for c in clients:
+        assert batch[c].keys() == streamed[c].keys() == sent[c].keys()
+        for name in sent[c]:
+            assert torch.allclose(batch[c][name], streamed[c][name], atol=1e-6)
+    assert torch.equal(streamed["c"]["head.weight"], returned["c"]["head.weight"])  # alone in its space
