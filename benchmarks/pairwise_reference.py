@@ -1,10 +1,10 @@
 """A straightforward pairwise-loop FedBip server step, the way public personalized-FL code is usually written.
 
 Each client's update is flattened once; then one Python-level dot product per client pair for the cosines and
-one scaled add per pair for the combinations (as in PFLlib's or FedLab's per-pair loops). It is the baseline
-the aggregation benchmark compares :func:`fedbip_nvflare.core.personalized_aggregate` against, and a second
-implementation to cross-check its numbers. It is faster than the per-parameter variants of those libraries,
-which loop over tensors inside the pair loop as well, so the comparison is conservative.
+one scaled add per pair for the combinations (:func:`pairwise_personalized`), and the per-parameter variant that
+also loops over tensors inside the pair loop (:func:`pairwise_per_tensor`), the way per-pair code in public
+personalized-FL repositories is usually written. They are the baselines the aggregation benchmark compares
+:func:`fedbip_nvflare.core.personalized_aggregate` against, and independent implementations to cross-check it.
 """
 
 from typing import Dict, Mapping
@@ -14,6 +14,35 @@ import torch
 from fedbip_nvflare.core import aggregation_weights
 
 Params = Dict[str, torch.Tensor]
+
+
+def pairwise_per_tensor(task_vectors: Mapping[str, Mapping[str, torch.Tensor]], negative: str = "clip") -> Dict:
+    """The same step with the loops over client pairs *and* tensors, as per-parameter FL code writes it.
+
+    For each pair, the dot product and the norms are summed tensor by tensor; each client's combination
+    adds every other client's tensors one by one.
+    """
+    clients = list(task_vectors)
+    n = len(clients)
+    reference = task_vectors[clients[0]]
+    gram = torch.zeros(n, n)
+    for i, ci in enumerate(clients):
+        for j, cj in enumerate(clients):
+            total = 0.0
+            for name in reference:
+                total += float(torch.sum(task_vectors[ci][name].float() * task_vectors[cj][name].float()))
+            gram[i, j] = total
+    norms = gram.diagonal().clamp_min(0).sqrt()
+    similarity = gram / torch.outer(norms, norms).clamp_min(1e-30)
+    weights = aggregation_weights(similarity, negative)
+    updates = {}
+    for i, ci in enumerate(clients):
+        out = {name: torch.zeros(t.shape) for name, t in reference.items()}
+        for j, cj in enumerate(clients):
+            for name in reference:
+                out[name] += float(weights[i, j]) * task_vectors[cj][name].float()
+        updates[ci] = {name: t.to(reference[name].dtype) for name, t in out.items()}
+    return updates
 
 
 def pairwise_personalized(task_vectors: Mapping[str, Mapping[str, torch.Tensor]], negative: str = "clip") -> Dict:

@@ -13,7 +13,7 @@ if REPO not in sys.path:  # `benchmarks` is a repo-level package, not installed 
     sys.path.insert(0, REPO)
 
 from benchmarks import aggregation  # noqa: E402
-from benchmarks.pairwise_reference import pairwise_personalized  # noqa: E402
+from benchmarks.pairwise_reference import pairwise_per_tensor, pairwise_personalized  # noqa: E402
 from fedbip_nvflare.core import personalized_aggregate  # noqa: E402
 
 
@@ -25,10 +25,10 @@ def test_pairwise_loop_equals_the_core(negative):
     rows = torch.cat([base + 0.5 * torch.randn(3, params), -base + 0.5 * torch.randn(2, params)])
     vectors = aggregation.split_rows(rows, layout, [f"site-{i}" for i in range(5)])
     ours = personalized_aggregate(vectors, negative=negative)
-    theirs = pairwise_personalized(vectors, negative=negative)
-    for c in vectors:
-        for name in layout:
-            assert torch.allclose(ours[c][name], theirs[c][name], atol=1e-5)
+    for theirs in (pairwise_personalized(vectors, negative=negative), pairwise_per_tensor(vectors, negative=negative)):
+        for c in vectors:
+            for name in layout:
+                assert torch.allclose(ours[c][name], theirs[c][name], atol=1e-5)
 
 
 def test_layout_is_lora_shaped_and_sized():
@@ -47,7 +47,7 @@ def test_tiny_grid_writes_every_figure(tmp_path):
                 "2",
                 "4",
                 "--params",
-                "2e4",
+                "1e5",
                 "--dtypes",
                 "fp32",
                 "bf16",
@@ -65,11 +65,22 @@ def test_tiny_grid_writes_every_figure(tmp_path):
     records = data["records"]
     assert [(r["clients"], r["dtype"]) for r in records] == [(2, "fp32"), (4, "fp32"), (2, "bf16"), (4, "bf16")]
     for r in records:
-        for key in ("floor_s", "memory_s", "compute_s", "model_s", "layer_s", "stream_one_s", "stream_all_s"):
+        for key in (
+            "floor_s",
+            "memory_s",
+            "compute_s",
+            "model_s",
+            "layer_s",
+            "stream_one_s",
+            "stream_all_s",
+            "per_tensor_s",
+        ):
             assert r[key] > 0, key
         assert r["pairwise_max_abs_diff"] < (1e-5 if r["dtype"] == "fp32" else 2e-2)
         assert r["outputs_bytes"] == r["clients"] * r["params"] * (4 if r["dtype"] == "fp32" else 2)
         assert r["stream_all_extrapolated"] is (r["clients"] > 2)
+        # the call holds its outputs: the resident peak it adds is at least their size, minus page rounding
+        assert r["model_peak_extra_bytes"] >= 0.9 * r["outputs_bytes"]
     assert "floor_fp32_math_s" in records[2] and "floor_fp32_math_s" not in records[0]
     assert (tmp_path / "aggregation.png").stat().st_size > 10_000
     table = (tmp_path / "aggregation.md").read_text()
