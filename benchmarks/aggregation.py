@@ -110,23 +110,44 @@ def reset_peak() -> bool:
         return False
 
 
+DEVICE = torch.device("cpu")
+
+
+def synchronize() -> None:
+    """Waits for the device's queued work (CUDA); nothing on CPU."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Dict[str, Any]:
     """Median and all wall times of ``fn`` over ``repeats`` calls after ``warmup`` calls; results dropped."""
     for _ in range(warmup):
         fn()
+        synchronize()
         gc.collect()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        synchronize()
         times.append(time.perf_counter() - start)
         gc.collect()
     return {"median_s": statistics.median(times), "best_s": min(times), "times_s": [round(t, 5) for t in times]}
 
 
 def peak_extra_bytes(fn: Callable[[], Any]) -> Optional[int]:
-    """Peak resident bytes ``fn`` adds above the resident size before it (its result held until it returns)."""
+    """Peak bytes ``fn`` adds above what was in use before it (its result held until it returns).
+
+    CPU: resident memory (``VmRSS`` / ``VmHWM``); CUDA: the caching allocator's allocated bytes.
+    """
     gc.collect()
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        before = torch.cuda.memory_allocated(DEVICE)
+        result = fn()
+        peak = torch.cuda.max_memory_allocated(DEVICE)
+        del result
+        return peak - before
     if not reset_peak():
         return None
     before = resident_kib()["VmRSS"]
@@ -139,9 +160,9 @@ def peak_extra_bytes(fn: Callable[[], Any]) -> Optional[int]:
 
 def floor_times(n: int, d: int, dtype: torch.dtype, repeats: int) -> Dict[str, Any]:
     """Memory and compute floors on a contiguous ``[n, d]`` matrix; returns times and the matrix (for reuse)."""
-    x = torch.randn(n, d, dtype=torch.float32).to(dtype)
+    x = torch.randn(n, d, dtype=torch.float32, device=DEVICE).to(dtype)
     y = torch.empty_like(x)
-    w = torch.rand(n, n, dtype=torch.float32)
+    w = torch.rand(n, n, dtype=torch.float32, device=DEVICE)
     w = (w / w.sum(dim=1, keepdim=True)).to(dtype)
     memory = timed(lambda: y.copy_(x), repeats)["best_s"]
     gram = timed(lambda: x @ x.T, repeats)["best_s"]
@@ -199,6 +220,7 @@ def run_config(
     start = time.perf_counter()
     for c in measured:
         streamed[c]
+    synchronize()
     per_client = (time.perf_counter() - start) / len(measured)
     record["stream_all_s"] = round(per_client * n, 5)
     record["stream_all_extrapolated"] = len(measured) < n
@@ -319,31 +341,41 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
     p.add_argument("--repeats", type=int, default=5, help="timed calls after a warm-up; the best is reported")
     p.add_argument("--pairwise-limit", type=float, default=120.0, help="skip the pairwise loop above this estimate (s)")
+    p.add_argument("--pairwise-max-clients", type=int, default=128, help="run the pair loops only up to this N")
     p.add_argument("--stream-clients", type=int, default=16, help="clients streamed for 'all N' (more: extrapolated)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="where the task vectors live: cpu (default) or cuda")
     p.add_argument("--output", required=True, help="folder for aggregation.json and aggregation.md")
     return p.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     fixed_threshold = fix_mmap_threshold()
     os.makedirs(args.output, exist_ok=True)
     start = time.perf_counter()
-    records = []
+    records: List[Dict[str, Any]] = []
     for dtype_name in args.dtypes:
         for d in args.params:
             for n in args.clients:
-                record = run_config(n, d, dtype_name, args.repeats, args.pairwise_limit, args.stream_clients)
+                limit = args.pairwise_limit if n <= args.pairwise_max_clients else 0.0
+                record = run_config(n, d, dtype_name, args.repeats, limit, args.stream_clients)
                 records.append(record)
                 print(json.dumps(record), flush=True)
+                with open(os.path.join(args.output, "aggregation.partial.jsonl"), "a") as f:
+                    f.write(json.dumps(record) + "\n")
+    os.remove(os.path.join(args.output, "aggregation.partial.jsonl"))
     info = {
         "command": "python -m benchmarks.aggregation " + " ".join(sys.argv[1:] if argv is None else argv),
         "commit": git_commit(),
-        "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})",
+        "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
+        + (f", GPU {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else ""),
+        "device": str(DEVICE),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "mmap_threshold_fixed": fixed_threshold,

@@ -37,7 +37,7 @@ def pairwise_per_tensor(task_vectors: Mapping[str, Mapping[str, torch.Tensor]], 
     weights = aggregation_weights(similarity, negative)
     updates = {}
     for i, ci in enumerate(clients):
-        out = {name: torch.zeros(t.shape) for name, t in reference.items()}
+        out = {name: torch.zeros(t.shape, device=t.device) for name, t in reference.items()}
         for j, cj in enumerate(clients):
             for name in reference:
                 out[name] += float(weights[i, j]) * task_vectors[cj][name].float()

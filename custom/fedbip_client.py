@@ -45,6 +45,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-lora", default="True", choices=["True", "False"], help="False: head-only probe")
     p.add_argument("--federate-head", default="False", choices=["True", "False"], help="True: the head travels")
+    p.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"], help="forward passes: fp32 or bf16 autocast"
+    )
     p.add_argument("--round-eval-examples", type=int, default=None, help="test examples for the per-round evaluations")
     p.add_argument("--state-dir", default=None, help="site folder for the private head and final adapter")
     return p.parse_args()
@@ -78,6 +81,7 @@ def main() -> None:
         train_lora=args.train_lora == "True",
         federate_head=args.federate_head == "True",
         round_eval_examples=args.round_eval_examples,
+        precision=args.precision,
     )
     session = SiteSession(site, state_dir, args.model, parse_data(args.data), lora, settings)
     writer = SummaryWriter()  # NVFlare experiment tracking: reaches the server's receiver when the job has one

@@ -77,9 +77,15 @@ def check_same_layout(vectors: Sequence[Mapping[str, torch.Tensor]]) -> List[str
     return names
 
 
-def block_columns(num_vectors: int) -> int:
-    """Columns per block for ``num_vectors`` rows: ``BLOCK_BYTES`` of fp32, at least ``MIN_BLOCK_COLUMNS``."""
-    return max(MIN_BLOCK_COLUMNS, BLOCK_BYTES // (4 * max(1, num_vectors)))
+DEVICE_BLOCK_BYTES = 256 << 20
+"""Block size on accelerators: no cache to fit, and fewer, larger kernels amortise the launches."""
+
+
+def block_columns(num_vectors: int, device: Optional[torch.device] = None) -> int:
+    """Columns per block for ``num_vectors`` rows: ``BLOCK_BYTES`` of fp32 on CPU (``DEVICE_BLOCK_BYTES`` on an
+    accelerator), at least ``MIN_BLOCK_COLUMNS``."""
+    budget = BLOCK_BYTES if device is None or device.type == "cpu" else DEVICE_BLOCK_BYTES
+    return max(MIN_BLOCK_COLUMNS, budget // (4 * max(1, num_vectors)))
 
 
 def plan_blocks(
@@ -168,7 +174,8 @@ class ColumnBlocks:
     def __init__(self, vectors: Sequence[Mapping[str, torch.Tensor]], group_of: Optional[Mapping[str, str]] = None):
         self.names = check_same_layout(vectors)
         self.reference = {name: vectors[0][name] for name in self.names}
-        self.blocks = plan_blocks(self.reference, self.names, group_of, block_columns(len(vectors)))
+        device = next(iter(self.reference.values())).device if self.reference else None
+        self.blocks = plan_blocks(self.reference, self.names, group_of, block_columns(len(vectors), device))
         with torch.no_grad():
             self._flats = [[v[name].reshape(-1) for name in self.names] for v in vectors]
         self._width = max((b.width for b in self.blocks), default=0)

@@ -8,6 +8,7 @@ from nvflare.job_config.api import FedJob
 from nvflare.recipe.spec import ExecEnv, Recipe
 
 from fedbip_nvflare.client.executor import FedBipExecutor
+from fedbip_nvflare.client.settings import PRECISIONS
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS
 from fedbip_nvflare.server.controller import (
@@ -132,6 +133,8 @@ class FedBipRecipe(Recipe):
             None: heads join per label space after each site's first round. Required for ``"fedavg"``.
         round_eval_examples: Sites evaluate each round's received model on this many test examples (a fixed
             seeded subset) to save time; the final personalized models use the whole test split. None: all.
+        precision: Sites' forward passes: "fp32", or "bf16" under ``torch.autocast`` (GPU sites, CPUs with bf16);
+            what travels stays fp32.
         server_learning_rate: With ``aggregation="fedavg"``: the global adapter moves by this multiple of the
             averaged update (FedAvg with a server learning rate, ``θ ← θ + η·(mean θ_i − θ)``); 1.0 is plain
             FedAvg. Averaging near-orthogonal updates shrinks the step, which η > 1 compensates.
@@ -174,6 +177,7 @@ class FedBipRecipe(Recipe):
         federate_head: bool = False,
         num_labels: Optional[int] = None,
         round_eval_examples: Optional[int] = None,
+        precision: str = "fp32",
         server_learning_rate: float = 1.0,
         center_similarity: bool = False,
         tracking: Optional[str] = None,
@@ -237,6 +241,9 @@ class FedBipRecipe(Recipe):
         self.federate_head = federate_head
         self.num_labels = num_labels
         self.round_eval_examples = round_eval_examples
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         self.server_learning_rate = float(server_learning_rate)
         self.tracking = tracking
 
@@ -331,6 +338,7 @@ class FedBipRecipe(Recipe):
             train_lora=self.train_lora,
             federate_head=self.federate_head,
             round_eval_examples=self.round_eval_examples,
+            precision=self.precision,
         )
         if not isinstance(settings["data"], dict) or ("suite" in settings["data"]) == (
             "train_path" in settings["data"]
