@@ -202,7 +202,7 @@ def run_config(
         "dtype": dtype_name,
         "inputs_bytes": n * params * element,
         "outputs_bytes": n * params * element,
-        **{k: round(v, 5) for k, v in floor.items()},
+        **{k: round(v, 7) for k, v in floor.items()},
     }
     for mode, layerwise in (("model", False), ("layer", True)):
         t = timed(lambda: personalized_aggregate(vectors, layerwise=layerwise), repeats)
