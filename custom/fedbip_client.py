@@ -15,10 +15,10 @@ from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.client.tracking import SummaryWriter
 
 from fedbip_nvflare.client import SiteSession, TrainSettings
+from fedbip_nvflare.client.settings import PRECISIONS
 from fedbip_nvflare.constants import FedBipKeys as K
+from fedbip_nvflare.modalities import DEFAULT_MODALITY, MODALITIES, default_targets
 from fedbip_nvflare.models import LoraSettings
-
-_INT_DATA_KEYS = ("n_train", "n_test", "seed", "max_train", "max_test")
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,7 +34,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--lora-alpha", type=int, default=16)
     p.add_argument("--lora-dropout", type=float, default=0.05)
-    p.add_argument("--target-modules", default="query,value", help="comma-separated module names")
+    p.add_argument("--modality", default=DEFAULT_MODALITY, choices=sorted(MODALITIES), help="what the site trains")
+    p.add_argument(
+        "--target-modules", default=None, help="comma-separated module names (default: the modality's default)"
+    )
     p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=1e-3)
@@ -45,12 +48,23 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-lora", default="True", choices=["True", "False"], help="False: head-only probe")
     p.add_argument("--federate-head", default="False", choices=["True", "False"], help="True: the head travels")
-    p.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16"], help="forward passes: fp32 or bf16 autocast"
-    )
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="forward passes: fp32 or autocast")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1, help="batches per optimizer step")
+    p.add_argument("--gradient-checkpointing", default="False", choices=["True", "False"], help="recompute activations")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="generation length of a causal LM's evaluation")
     p.add_argument("--round-eval-examples", type=int, default=None, help="test examples for the per-round evaluations")
     p.add_argument("--state-dir", default=None, help="site folder for the private head and final adapter")
     return p.parse_args()
+
+
+def _value(text: str):
+    """A data value as the recipe wrote it: an int, a float, or else the text itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def parse_data(entries) -> dict:
@@ -59,7 +73,7 @@ def parse_data(entries) -> dict:
         key, sep, value = entry.partition("=")
         if not sep:
             raise SystemExit(f"--data expects KEY=VALUE, got {entry!r}")
-        data[key] = int(value) if key in _INT_DATA_KEYS else float(value) if key == "test_fraction" else value
+        data[key] = _value(value)
     return data
 
 
@@ -68,7 +82,8 @@ def main() -> None:
     flare.init()
     site = flare.get_site_name()
     state_dir = args.state_dir or os.path.join(os.getcwd(), K.STATE_DIR, site)
-    lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, tuple(args.target_modules.split(",")))
+    targets = tuple(args.target_modules.split(",")) if args.target_modules else default_targets(args.modality)
+    lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, targets)
     settings = TrainSettings(
         local_epochs=args.local_epochs,
         batch_size=args.batch_size,
@@ -82,8 +97,11 @@ def main() -> None:
         federate_head=args.federate_head == "True",
         round_eval_examples=args.round_eval_examples,
         precision=args.precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        gradient_checkpointing=args.gradient_checkpointing == "True",
+        max_new_tokens=args.max_new_tokens,
     )
-    session = SiteSession(site, state_dir, args.model, parse_data(args.data), lora, settings)
+    session = SiteSession(site, state_dir, args.model, parse_data(args.data), lora, settings, modality=args.modality)
     writer = SummaryWriter()  # NVFlare experiment tracking: reaches the server's receiver when the job has one
 
     while flare.is_running():

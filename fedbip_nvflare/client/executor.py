@@ -17,7 +17,8 @@ from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.client.site import SiteSession
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS, LoraSettings
+from fedbip_nvflare.modalities import DEFAULT_MODALITY, default_targets, get_modality
+from fedbip_nvflare.models import LoraSettings
 from fedbip_nvflare.tracking import track_scalars
 
 
@@ -38,7 +39,7 @@ class FedBipExecutor(Executor):
         lora_r: LoRA rank.
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
-        target_modules: Modules LoRA adapts.
+        target_modules: Modules LoRA adapts (None: the modality's default).
         local_epochs: Local epochs per round.
         batch_size: Training batch size.
         learning_rate: LoRA learning rate.
@@ -50,7 +51,12 @@ class FedBipExecutor(Executor):
         train_lora: False trains only the head on the frozen backbone (the "probe" baseline).
         federate_head: Send the head with the LoRA tensors (all sites must share one label space).
         round_eval_examples: Test examples for the per-round evaluations (None: all; see ``TrainSettings``).
-        precision: ``"fp32"`` or ``"bf16"`` (forward passes under bfloat16 autocast; see ``TrainSettings``).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (forward passes under autocast; see ``TrainSettings``).
+        gradient_accumulation_steps: Batches per optimizer step.
+        gradient_checkpointing: Recompute activations in the backward pass (less memory).
+        max_new_tokens: Generation length of a causal LM's evaluation.
+        modality: What the site trains: "text" (classifier), "vision" (image classifier), "causal-lm" (a key of
+            ``fedbip_nvflare.modalities.MODALITIES``).
         train_task_name: Name of the train task.
         validate_task_name: Name of the validate task.
     """
@@ -62,7 +68,7 @@ class FedBipExecutor(Executor):
         lora_r: int = 8,
         lora_alpha: int = 16,
         lora_dropout: float = 0.05,
-        target_modules: Sequence[str] = DEFAULT_TEXT_TARGETS,
+        target_modules: Optional[Sequence[str]] = None,
         local_epochs: int = 1,
         batch_size: int = 16,
         learning_rate: float = 1e-3,
@@ -75,16 +81,22 @@ class FedBipExecutor(Executor):
         federate_head: bool = False,
         round_eval_examples: Optional[int] = None,
         precision: str = "fp32",
+        gradient_accumulation_steps: int = 1,
+        gradient_checkpointing: bool = False,
+        max_new_tokens: int = 32,
+        modality: str = DEFAULT_MODALITY,
         train_task_name: str = K.TRAIN_TASK,
         validate_task_name: str = K.VALIDATE_TASK,
     ):
         super().__init__()
+        get_modality(modality)
+        self.modality = modality
         self.model = model
         self.data = data if data is not None else {"suite": "text-tasks"}
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
-        self.target_modules = list(target_modules)
+        self.target_modules = list(target_modules if target_modules is not None else default_targets(modality))
         self.local_epochs = local_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -97,6 +109,9 @@ class FedBipExecutor(Executor):
         self.federate_head = federate_head
         self.round_eval_examples = round_eval_examples
         self.precision = precision
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.gradient_checkpointing = gradient_checkpointing
+        self.max_new_tokens = max_new_tokens
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
         if not isinstance(self.data, dict):
@@ -115,6 +130,9 @@ class FedBipExecutor(Executor):
             federate_head=federate_head,
             round_eval_examples=round_eval_examples,
             precision=precision,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            gradient_checkpointing=gradient_checkpointing,
+            max_new_tokens=max_new_tokens,
         )
         self._session: Optional[SiteSession] = None
         self._state_dir: Optional[str] = None
@@ -132,7 +150,9 @@ class FedBipExecutor(Executor):
             if source:
                 self.log_info(fl_ctx, f"site configuration from {source} overrides the job's data/resources")
             self.log_info(fl_ctx, f"loading model {self.model} and data {data} for {site}")
-            self._session = SiteSession(site, self._state_dir, self.model, data, self._lora, settings)
+            self._session = SiteSession(
+                site, self._state_dir, self.model, data, self._lora, settings, modality=self.modality
+            )
         return self._session
 
     def execute(self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:

@@ -3,7 +3,7 @@
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Tuple
 
-PRECISIONS: Tuple[str, ...] = ("fp32", "bf16")
+PRECISIONS: Tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -16,7 +16,7 @@ class TrainSettings:
         learning_rate: AdamW learning rate of the LoRA tensors.
         head_learning_rate: AdamW learning rate of the client-private head.
         weight_decay: AdamW weight decay.
-        max_length: Token truncation length.
+        max_length: Token truncation length (of prompt + response for causal LMs).
         eval_batch_size: Batch size for evaluation.
         num_threads: torch CPU threads for this site (None: torch's default).
         seed: Seed for shuffling and head initialisation.
@@ -27,9 +27,15 @@ class TrainSettings:
         round_eval_examples: Evaluate the model received each round (and the round-0 local model) on this many
             test examples, a fixed seeded subset, instead of the whole test split; the final personalized
             model is always evaluated on the whole split. None: the whole split every round.
-        precision: ``"fp32"``, or ``"bf16"`` to run forward passes (training and evaluation) under
-            ``torch.autocast`` with bfloat16 on the trainer's device (CUDA, or a CPU with bf16 support); the
-            LoRA tensors, head and optimizer state stay fp32, so what travels is fp32 either way.
+        precision: ``"fp32"``; ``"bf16"`` to run forward passes (training and evaluation) under
+            ``torch.autocast`` with bfloat16 on the trainer's device (CUDA, or a CPU with bf16 support); ``"fp16"``
+            the same with float16 and a gradient scaler (CUDA). The LoRA tensors, head and optimizer state stay
+            fp32, so what travels is fp32 either way.
+        gradient_accumulation_steps: Optimizer step every this many batches (effective batch size
+            ``batch_size × gradient_accumulation_steps``; a last partial group still steps).
+        gradient_checkpointing: Recompute activations in the backward pass (less memory, more compute), for
+            models that support it (HF ``gradient_checkpointing_enable``).
+        max_new_tokens: Generation length of a causal LM's evaluation.
     """
 
     local_epochs: int = 1
@@ -45,9 +51,19 @@ class TrainSettings:
     federate_head: bool = False
     round_eval_examples: Optional[int] = None
     precision: str = "fp32"
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    max_new_tokens: int = 32
 
     def __post_init__(self):
-        for name in ("local_epochs", "batch_size", "max_length", "eval_batch_size"):
+        for name in (
+            "local_epochs",
+            "batch_size",
+            "max_length",
+            "eval_batch_size",
+            "gradient_accumulation_steps",
+            "max_new_tokens",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")

@@ -8,9 +8,10 @@ from typing import Any, Dict, List, Mapping, Tuple
 import torch
 
 from fedbip_nvflare.client.settings import TrainSettings
-from fedbip_nvflare.client.trainer import HEAD_FILE, TextSiteTrainer
+from fedbip_nvflare.client.trainer import HEAD_FILE
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.data import TextTaskData, load_site_data, load_suite_site, shift_labels, site_list
+from fedbip_nvflare.modalities import DEFAULT_MODALITY, load_modality_data, trainer_class
 from fedbip_nvflare.models import LoraSettings
 
 logger = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ HISTORY_FILE = "history.json"
 
 
 def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
-    """Loads a site's data from its data configuration.
+    """Loads a text site's data from its data configuration (the "text" modality's loader).
 
     Args:
         data: Either ``{"suite": "text-tasks", "n_train": 300, "n_test": 200, "seed": 0}`` (a built-in
@@ -98,9 +99,10 @@ class SiteSession:
         site_name: This site's name.
         state_dir: Folder for the site's private state (head) and final personalized adapter.
         model: HF model id or local folder.
-        data: Data configuration (see :func:`load_task_data`).
+        data: Data configuration (the modality's loader reads it; text: see :func:`load_task_data`).
         lora: LoRA settings.
         settings: Training settings.
+        modality: What the site trains, a key of ``fedbip_nvflare.modalities.MODALITIES``.
     """
 
     def __init__(
@@ -111,11 +113,12 @@ class SiteSession:
         data: Mapping[str, Any],
         lora: LoraSettings,
         settings: TrainSettings,
+        modality: str = DEFAULT_MODALITY,
     ):
         self.site_name = site_name
         self.state_dir = state_dir
-        task_data = load_task_data(data, site_name)
-        self.trainer = TextSiteTrainer(model, task_data, lora, settings)
+        task_data = load_modality_data(modality, data, site_name)
+        self.trainer = trainer_class(modality)(model, task_data, lora, settings)
         self.head_path = os.path.join(state_dir, HEAD_FILE)
         self.history_path = os.path.join(state_dir, HISTORY_FILE)
         if self.trainer.load_head(self.head_path):
@@ -125,8 +128,8 @@ class SiteSession:
         data = self.trainer.data
         return {
             K.TASK: data.task,
-            K.N_TRAIN: len(data.train.texts),
-            K.N_TEST: len(data.test.texts),
+            K.N_TRAIN: self.trainer.n_train,
+            K.N_TEST: self.trainer.n_test,
             K.LABEL_SPACE: data.label_space,
         }
 
@@ -145,9 +148,11 @@ class SiteSession:
         self.trainer.set_federated(params)
         subset = self.trainer.eval_subset(self.trainer.settings.round_eval_examples)
         metrics: Dict[str, float] = {K.ACCURACY_RECEIVED: self.trainer.evaluate(subset)}
+        metrics.update({f"{name}_received": v for name, v in self.trainer.extra_metrics().items()})
         metrics.update(self.trainer.train(round_index=current_round))
         if current_round == 0:
             metrics[K.ACCURACY_LOCAL] = self.trainer.evaluate(subset)
+            metrics.update({f"{name}_local": v for name, v in self.trainer.extra_metrics().items()})
         self.trainer.save_head(self.head_path)
         self._record(current_round, metrics)
         logger.info(
@@ -179,10 +184,12 @@ class SiteSession:
         """Evaluates and saves the final personalized model.
 
         Returns:
-            ``(metrics, meta)`` with the accuracy and where the peft adapter (+ head) was saved.
+            ``(metrics, meta)``: the accuracy (the modality's primary metric) and its further metrics, and where the
+            peft adapter (+ head) was saved.
         """
         self.trainer.set_federated(params)
         accuracy = self.trainer.evaluate()
+        extra = self.trainer.extra_metrics()
         adapter_dir = self.trainer.save_personalized(os.path.join(self.state_dir, K.ADAPTER_FOLDER))
         meta = self._info()
         meta[K.ADAPTER_DIR] = os.path.abspath(adapter_dir)
@@ -192,4 +199,4 @@ class SiteSession:
         if first:
             meta["accuracy_before"] = first[-1][K.ACCURACY_LOCAL]
         logger.info("%s: personalized model accuracy %.4f, adapter saved to %s", self.site_name, accuracy, adapter_dir)
-        return {K.ACCURACY: accuracy}, meta
+        return {K.ACCURACY: accuracy, **extra}, meta

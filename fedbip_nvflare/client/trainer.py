@@ -1,15 +1,21 @@
-"""Local LoRA fine-tuning of an HF text classifier on one site's data."""
+"""Local LoRA fine-tuning on one site's data: the modality-independent :class:`SiteTrainer` and the text classifier.
+
+A modality (text, vision, causal LM) subclasses :class:`SiteTrainer` with how its model is built, how its data is
+encoded, the loss of a training batch and the evaluation; receiving and returning federated tensors, the training
+loop (precision, gradient accumulation and checkpointing), the private head and saving are shared.
+"""
 
 import contextlib
 import json
 import logging
 import os
 import time
-from typing import ContextManager, Dict, List, Mapping, Optional, Tuple
+from typing import Any, ContextManager, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.data import TextSplit, TextTaskData
@@ -19,40 +25,23 @@ logger = logging.getLogger(__name__)
 
 HEAD_FILE = "head.safetensors"
 LABELS_FILE = "labels.json"
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class _Encoded:
-    """A split tokenised once, batched with dynamic padding."""
-
-    def __init__(self, split: TextSplit, tokenizer, max_length: int):
-        enc = tokenizer(list(split.texts), truncation=True, max_length=max_length)
-        self.ids: List[List[int]] = enc["input_ids"]
-        self.labels = torch.tensor(split.labels, dtype=torch.long)
-        self.pad_id = tokenizer.pad_token_id or 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def batch(self, index: List[int]):
-        width = max(len(self.ids[i]) for i in index)
-        input_ids = torch.full((len(index), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(index), width), dtype=torch.long)
-        for row, i in enumerate(index):
-            ids = self.ids[i]
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
-        return input_ids, mask, self.labels[index]
-
-
-class TextSiteTrainer:
+class SiteTrainer:
     """One site's model and data: receives federated LoRA tensors, trains, evaluates, saves.
 
-    The base model and tokenizer are loaded once; the head is client-private and persists across rounds
-    (in memory, and on disk through :meth:`save_head` / :meth:`load_head`).
+    The base model is built once (:meth:`_build`); a client-private head, if the model has one, persists across
+    rounds (in memory, and on disk through :meth:`save_head` / :meth:`load_head`).
+
+    Subclasses implement :meth:`_build`, :meth:`_prepare_data`, :attr:`n_train`, :attr:`n_test`,
+    :meth:`_batch_loss`, :meth:`evaluate` and :meth:`_personalized_files`. The model :meth:`_build` returns has a
+    ``backbone`` (the ``peft.PeftModel``), a ``head`` (an ``nn.Module``, or None without a head) and the methods
+    ``head_state()`` (``{"head.<name>": tensor}``, empty without a head) and ``load_head_state(state)``.
 
     Args:
         model_name_or_path: HF model id or local folder.
-        data: The site's task data.
+        data: The site's task data (``task``, ``label_names``, ``label_space`` and the modality's splits).
         lora: LoRA settings (identical on every site).
         settings: Local training settings.
         device: torch device (default: CUDA if available, else CPU).
@@ -61,7 +50,7 @@ class TextSiteTrainer:
     def __init__(
         self,
         model_name_or_path: str,
-        data: TextTaskData,
+        data: Any,
         lora: LoraSettings,
         settings: TrainSettings,
         device: Optional[str] = None,
@@ -74,32 +63,81 @@ class TextSiteTrainer:
         if settings.num_threads:
             torch.set_num_threads(settings.num_threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model, self.tokenizer = build_text_classifier(
-            model_name_or_path, len(data.label_names), lora, seed=settings.seed
-        )
+        self.model = self._build(model_name_or_path, lora)
+        if settings.gradient_checkpointing:
+            self._enable_gradient_checkpointing()
         self.model.to(self.device)
         self._lora_names = list(get_peft_model_state_dict(self.model.backbone).keys())
         head_names = list(self.model.head_state()) if settings.federate_head else []
         self._federated_names = self._lora_names + head_names
         self._shapes: Dict[str, Tuple[int, ...]] = {n: tuple(t.shape) for n, t in self.get_federated().items()}
-        self._train = _Encoded(data.train, self.tokenizer, settings.max_length)
-        self._test = _Encoded(data.test, self.tokenizer, settings.max_length)
+        self._prepare_data()
+
+    # -- what a modality implements ------------------------------------------------------------------------------
+    def _build(self, model_name_or_path: str, lora: LoraSettings) -> nn.Module:
+        """Builds the model (pre-trained backbone wrapped by peft with LoRA, plus the head if any)."""
+        raise NotImplementedError
+
+    def _prepare_data(self) -> None:
+        """Encodes ``self.data`` once (called after :meth:`_build`)."""
+        raise NotImplementedError
+
+    @property
+    def n_train(self) -> int:
+        """Number of training examples."""
+        raise NotImplementedError
+
+    @property
+    def n_test(self) -> int:
+        """Number of test examples."""
+        raise NotImplementedError
+
+    def _batch_loss(self, indices: List[int]) -> torch.Tensor:
+        """Mean loss of the training examples ``indices`` (called under :meth:`autocast`)."""
+        raise NotImplementedError
+
+    def evaluate(self, indices: Optional[List[int]] = None) -> float:
+        """The primary metric in [0, 1] on the site's test split, or on the test examples ``indices``."""
+        raise NotImplementedError
+
+    def _personalized_files(self, directory: str) -> None:
+        """Writes what a user needs beside the saved adapter to rebuild the personalized model."""
+        raise NotImplementedError
+
+    def extra_metrics(self) -> Dict[str, float]:
+        """Further metrics of the last :meth:`evaluate` (e.g. ROUGE-L beside exact match); none by default."""
+        return {}
+
+    # -- shared ---------------------------------------------------------------------------------------------------
+    def _enable_gradient_checkpointing(self) -> None:
+        backbone = self.model.backbone
+        kwargs = {"use_reentrant": False}  # no need for inputs that require grad (frozen embeddings)
+        if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5
+            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        elif hasattr(backbone, "gradient_checkpointing_enable"):
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        else:
+            raise ValueError(
+                f"gradient_checkpointing=True: model {self.model_name_or_path!r} does not support gradient "
+                "checkpointing (no activation/gradient_checkpointing_enable); set it to False"
+            )
 
     @property
     def federated_names(self) -> List[str]:
         """Names of the federated tensors: LoRA (peft's adapter state-dict names), plus ``head.*`` if federated."""
         return list(self._federated_names)
 
-    def autocast(self) -> ContextManager:
-        """The forward passes' precision context: ``torch.autocast`` to bfloat16 for ``precision="bf16"``."""
-        if self.settings.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     @property
-    def n_train(self) -> int:
-        """Number of training examples."""
-        return len(self._train)
+    def has_head(self) -> bool:
+        """Whether the model has a (client-private unless federated) head."""
+        return self.model.head is not None
+
+    def autocast(self) -> ContextManager:
+        """The forward passes' precision context: ``torch.autocast`` to bfloat16 / float16, or nothing for fp32."""
+        dtype = _AUTOCAST_DTYPES.get(self.settings.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def get_federated(self) -> Dict[str, torch.Tensor]:
         """The current federated tensors (CPU, fp32 copies)."""
@@ -128,8 +166,8 @@ class TextSiteTrainer:
         if missing or extra:
             raise ValueError(
                 f"received federated tensors do not match this site's LoRA adapter: missing {missing[:3]}, "
-                f"unexpected {extra[:3]}; every site and the server must use the same model, LoRA settings and "
-                "federate_head setting"
+                f"unexpected {extra[:3]}; every site and the server must use the same model, modality, LoRA settings "
+                "and federate_head setting"
             )
         state = {}
         for n in expected:
@@ -142,30 +180,46 @@ class TextSiteTrainer:
         if head:
             self.model.load_head_state(head)
 
-    def train(self, epochs: Optional[int] = None, round_index: int = 0) -> Dict[str, float]:
-        """Fine-tunes LoRA and head for ``epochs`` (default ``settings.local_epochs``) with a fresh AdamW.
-
-        Shuffling and dropout are seeded from ``(seed, round_index, epoch)``, so a round gives the same result
-        whether the site's process lives for the whole run or is started for each task.
-
-        Forward passes run under :meth:`autocast`. Step losses stay on the device until the end of an epoch, so
-        a GPU is not synchronised once per step.
-
-        Returns:
-            ``train_loss`` (mean over steps), ``n_examples``, ``examples_per_s``, ``seconds``.
-        """
+    def _param_groups(self) -> List[Dict[str, Any]]:
         s = self.settings
-        epochs = s.local_epochs if epochs is None else epochs
-        head_params = list(self.model.head.parameters())
+        head_params = list(self.model.head.parameters()) if self.has_head else []
         head_ids = {id(p) for p in head_params}
         lora_params = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
-        groups = [{"params": head_params, "lr": s.head_learning_rate}]
+        groups = [{"params": head_params, "lr": s.head_learning_rate}] if head_params else []
         if s.train_lora:
             groups.append({"params": lora_params, "lr": s.learning_rate})
         else:  # probe: no gradient reaches the backbone at all
             for p in lora_params:
                 p.requires_grad_(False)
+        return [g for g in groups if g["params"]]
+
+    def train(self, epochs: Optional[int] = None, round_index: int = 0) -> Dict[str, float]:
+        """Fine-tunes LoRA and head for ``epochs`` (default ``settings.local_epochs``) with a fresh AdamW.
+
+        Shuffling and dropout are seeded from ``(seed, round_index, epoch)``, so a round gives the same result
+        whether the site's process lives for the whole run or is started for each task. The optimizer steps every
+        ``gradient_accumulation_steps`` batches (each batch's loss scaled by its group's size).
+
+        Forward passes run under :meth:`autocast`. Step losses stay on the device until the end of an epoch, so
+        a GPU is not synchronised once per step. With nothing to train (no head and ``train_lora=False``: the
+        zero-shot baseline) nothing changes and the loss is NaN.
+
+        Returns:
+            ``train_loss`` (mean over batches), ``n_examples``, ``examples_per_s``, ``seconds``.
+        """
+        s = self.settings
+        epochs = s.local_epochs if epochs is None else epochs
+        groups = self._param_groups()
+        if not groups:
+            return {
+                "train_loss": float("nan"),
+                "n_examples": float(self.n_train),
+                "examples_per_s": 0.0,
+                "seconds": 0.0,
+            }
         optimizer = torch.optim.AdamW(groups, weight_decay=s.weight_decay)
+        scaler = torch.amp.GradScaler(self.device.type) if s.precision == "fp16" else None
+        accumulate = s.gradient_accumulation_steps
         self.model.train()
         losses: List[torch.Tensor] = []
         epoch_losses: List[float] = []
@@ -175,17 +229,24 @@ class TextSiteTrainer:
         for epoch in range(epochs):
             epoch_start, epoch_steps = time.perf_counter(), len(losses)
             generator = torch.Generator().manual_seed((s.seed * 100_003 + round_index) * 1_009 + epoch)
-            order = torch.randperm(len(self._train), generator=generator).tolist()
-            for b in range(0, len(order), s.batch_size):
-                input_ids, mask, labels = self._train.batch(order[b : b + s.batch_size])
+            order = torch.randperm(self.n_train, generator=generator).tolist()
+            batches = [order[b : b + s.batch_size] for b in range(0, len(order), s.batch_size)]
+            optimizer.zero_grad(set_to_none=True)
+            for k, index in enumerate(batches):
                 with self.autocast():
-                    logits = self.model(input_ids.to(self.device), mask.to(self.device))
-                    loss = torch.nn.functional.cross_entropy(logits, labels.to(self.device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                    loss = self._batch_loss(index)
+                group_size = min(accumulate, len(batches) - (k // accumulate) * accumulate)
+                scaled = loss / group_size if group_size > 1 else loss
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                if (k + 1) % accumulate == 0 or k + 1 == len(batches):
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.detach())
-                seen += len(labels)
+                seen += len(index)
             if len(losses) > epoch_steps:  # one host transfer per epoch
                 epoch_losses.extend(torch.stack(losses[epoch_steps:]).float().cpu().tolist())
             elapsed = time.perf_counter() - epoch_start
@@ -196,22 +257,115 @@ class TextSiteTrainer:
                 epoch + 1,
                 epochs,
                 float(np.mean(epoch_losses[epoch_steps:])) if len(losses) > epoch_steps else float("nan"),
-                len(self._train) / elapsed if elapsed > 0 else 0.0,
+                self.n_train / elapsed if elapsed > 0 else 0.0,
             )
         seconds = time.perf_counter() - start
         return {
             "train_loss": float(np.mean(epoch_losses)) if epoch_losses else float("nan"),
-            "n_examples": float(len(self._train)),
+            "n_examples": float(self.n_train),
             "examples_per_s": seen / seconds if seconds > 0 else 0.0,
             "seconds": seconds,
         }
 
     def eval_subset(self, n: Optional[int]) -> Optional[List[int]]:
         """A fixed subset of ``n`` test indices (seeded by ``settings.seed``), or None for the whole split."""
-        if n is None or n >= len(self._test):
+        if n is None or n >= self.n_test:
             return None
         generator = torch.Generator().manual_seed(self.settings.seed * 7_919 + 17)
-        return sorted(torch.randperm(len(self._test), generator=generator)[:n].tolist())
+        return sorted(torch.randperm(self.n_test, generator=generator)[:n].tolist())
+
+    def save_head(self, path: str) -> None:
+        """Saves the client-private head (atomic write); nothing without a head."""
+        if not self.has_head:
+            return
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = path + ".tmp"
+        save_file({k: v.cpu().contiguous() for k, v in self.model.head_state().items()}, tmp)
+        os.replace(tmp, path)
+
+    def load_head(self, path: str) -> bool:
+        """Loads a head saved by :meth:`save_head`; returns False when there is no head or no such file."""
+        if not self.has_head or not os.path.exists(path):
+            return False
+        self.model.load_head_state({k: v.to(self.device) for k, v in load_file(path).items()})
+        return True
+
+    def save_personalized(self, directory: str) -> str:
+        """Saves the personalized adapter in peft format, the private head (if any) and the modality's files.
+
+        ``PeftModel.from_pretrained(<base model>, directory)`` loads the adapter; ``head.safetensors`` (``head.weight``,
+        ``head.bias``) sits beside it.
+
+        Returns:
+            The directory.
+        """
+        os.makedirs(directory, exist_ok=True)
+        self.model.backbone.save_pretrained(directory)
+        self.save_head(os.path.join(directory, HEAD_FILE))
+        self._personalized_files(directory)
+        return directory
+
+
+class _Encoded:
+    """A split tokenised once, batched with dynamic padding."""
+
+    def __init__(self, split: TextSplit, tokenizer, max_length: int):
+        enc = tokenizer(list(split.texts), truncation=True, max_length=max_length)
+        self.ids: List[List[int]] = enc["input_ids"]
+        self.labels = torch.tensor(split.labels, dtype=torch.long)
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, index: List[int]):
+        width = max(len(self.ids[i]) for i in index)
+        input_ids = torch.full((len(index), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        for row, i in enumerate(index):
+            ids = self.ids[i]
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+        return input_ids, mask, self.labels[index]
+
+
+class TextSiteTrainer(SiteTrainer):
+    """Text classification: a pre-trained HF encoder with LoRA, mean pooling and a client-private head.
+
+    Args:
+        model_name_or_path: HF model id or local folder.
+        data: The site's text task data.
+        lora: LoRA settings (identical on every site).
+        settings: Local training settings.
+        device: torch device (default: CUDA if available, else CPU).
+    """
+
+    data: TextTaskData
+
+    def _build(self, model_name_or_path: str, lora: LoraSettings) -> nn.Module:
+        model, self.tokenizer = build_text_classifier(
+            model_name_or_path, len(self.data.label_names), lora, seed=self.settings.seed
+        )
+        return model
+
+    def _prepare_data(self) -> None:
+        self._train = _Encoded(self.data.train, self.tokenizer, self.settings.max_length)
+        self._test = _Encoded(self.data.test, self.tokenizer, self.settings.max_length)
+
+    @property
+    def n_train(self) -> int:
+        """Number of training examples."""
+        return len(self._train)
+
+    @property
+    def n_test(self) -> int:
+        """Number of test examples."""
+        return len(self._test)
+
+    def _batch_loss(self, indices: List[int]) -> torch.Tensor:
+        input_ids, mask, labels = self._train.batch(indices)
+        logits = self.model(input_ids.to(self.device), mask.to(self.device))
+        return torch.nn.functional.cross_entropy(logits, labels.to(self.device))
 
     @torch.no_grad()
     def evaluate(self, indices: Optional[List[int]] = None) -> float:
@@ -227,32 +381,8 @@ class TextSiteTrainer:
             correct += int((logits.argmax(dim=-1).cpu() == labels).sum())
         return correct / max(1, len(order))
 
-    def save_head(self, path: str) -> None:
-        """Saves the client-private head (atomic write)."""
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = path + ".tmp"
-        save_file({k: v.cpu().contiguous() for k, v in self.model.head_state().items()}, tmp)
-        os.replace(tmp, path)
-
-    def load_head(self, path: str) -> bool:
-        """Loads a head saved by :meth:`save_head`; returns False when the file does not exist."""
-        if not os.path.exists(path):
-            return False
-        self.model.load_head_state({k: v.to(self.device) for k, v in load_file(path).items()})
-        return True
-
-    def save_personalized(self, directory: str) -> str:
-        """Saves the personalized adapter in peft format plus the private head and label names.
-
-        ``PeftModel.from_pretrained(AutoModel.from_pretrained(base), directory)`` loads the adapter;
-        ``head.safetensors`` (``head.weight``, ``head.bias``) and ``labels.json`` sit beside it.
-
-        Returns:
-            The directory.
-        """
-        os.makedirs(directory, exist_ok=True)
-        self.model.backbone.save_pretrained(directory)
-        self.save_head(os.path.join(directory, HEAD_FILE))
+    def _personalized_files(self, directory: str) -> None:
+        """``labels.json``: task, label names and base model (``AutoModel.from_pretrained(base)`` + the adapter)."""
         with open(os.path.join(directory, LABELS_FILE), "w") as f:
             json.dump(
                 {
@@ -263,4 +393,3 @@ class TextSiteTrainer:
                 f,
                 indent=2,
             )
-        return directory

@@ -84,37 +84,58 @@ def _init_lora_tensor(name: str, shape: Sequence[int], generator: torch.Generato
 
 
 def adapter_shapes(
-    model_name_or_path: str, lora: LoraSettings, head_labels: Optional[int] = None
+    model_name_or_path: str,
+    lora: LoraSettings,
+    head_labels: Optional[int] = None,
+    modality: str = "text",
 ) -> Dict[str, Tuple[int, ...]]:
-    """Names and shapes of the LoRA tensors peft creates on a model, from its config alone.
+    """Names and shapes of the LoRA tensors peft creates on a model, from its configuration alone.
 
-    The model is built on the meta device, so no base weights are loaded or allocated.
+    The modality's bare backbone (:func:`fedbip_nvflare.modalities.build_backbone`) is built on the meta device, so
+    no base weights are loaded or allocated.
 
     Args:
-        model_name_or_path: HF model id or local folder (only ``config.json`` is read).
+        model_name_or_path: HF model id or local folder (only its configuration is read).
         lora: LoRA settings.
         head_labels: With a federated classification head, its number of labels (adds ``head.weight``
-            ``[labels, hidden]`` and ``head.bias``).
+            ``[labels, features]`` and ``head.bias``).
+        modality: The model's modality (a key of ``fedbip_nvflare.modalities.MODALITIES``).
 
     Returns:
         ``{name: shape}`` in peft's adapter state-dict order and naming, then the head's tensors.
+
+    Raises:
+        ValueError: The LoRA target modules match nothing in the model, or the modality has no head but
+            ``head_labels`` is given.
     """
     from peft import get_peft_model, get_peft_model_state_dict
-    from transformers import AutoConfig, AutoModel
 
-    config = AutoConfig.from_pretrained(model_name_or_path)
+    from fedbip_nvflare.modalities import build_backbone
+
     with torch.device("meta"):
-        backbone = AutoModel.from_config(config)
-    peft_model = get_peft_model(backbone, lora.peft_config())
+        backbone, features = build_backbone(modality, model_name_or_path)
+    try:
+        peft_model = get_peft_model(backbone, lora.peft_config())
+    except ValueError as e:
+        raise ValueError(
+            f"LoRA target modules {list(lora.target_modules)} do not match modules of {model_name_or_path!r} "
+            f"({modality}): {e}"
+        ) from e
     shapes = {n: tuple(t.shape) for n, t in get_peft_model_state_dict(peft_model).items()}
     if head_labels is not None:
-        shapes[HEAD_PREFIX + "weight"] = (int(head_labels), int(config.hidden_size))
+        if features <= 0:
+            raise ValueError(f"modality {modality!r} has no classification head to federate (head_labels given)")
+        shapes[HEAD_PREFIX + "weight"] = (int(head_labels), int(features))
         shapes[HEAD_PREFIX + "bias"] = (int(head_labels),)
     return shapes
 
 
 def initial_adapter(
-    model_name_or_path: str, lora: LoraSettings, seed: int = 0, head_labels: Optional[int] = None
+    model_name_or_path: str,
+    lora: LoraSettings,
+    seed: int = 0,
+    head_labels: Optional[int] = None,
+    modality: str = "text",
 ) -> Dict[str, torch.Tensor]:
     """The initial federated parameters θ̄⁰ every client starts from (deterministic for a seed).
 
@@ -123,12 +144,13 @@ def initial_adapter(
         lora: LoRA settings.
         seed: Seed of the initialisation.
         head_labels: Number of labels of a federated head (None: the head is client-private).
+        modality: The model's modality (a key of ``fedbip_nvflare.modalities.MODALITIES``).
 
     Returns:
         ``{name: fp32 tensor}`` named as peft's ``get_peft_model_state_dict`` (plus ``head.*``).
     """
     generator = torch.Generator().manual_seed(int(seed))
-    shapes = adapter_shapes(model_name_or_path, lora, head_labels)
+    shapes = adapter_shapes(model_name_or_path, lora, head_labels, modality)
     theta0 = {n: _init_lora_tensor(n, s, generator) for n, s in shapes.items() if not is_head(n)}
     if head_labels is not None:
         labels, hidden = shapes[HEAD_PREFIX + "weight"]

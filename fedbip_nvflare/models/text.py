@@ -78,3 +78,14 @@ def build_text_classifier(
 def trainable_names(model: nn.Module) -> List[str]:
     """Names of the parameters that require grad."""
     return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def text_backbone(model_path: str) -> Tuple[nn.Module, int]:
+    """The bare HF encoder LoRA wraps, built from ``config.json`` alone, and its hidden size (the head's input).
+
+    Call it under ``torch.device("meta")`` to get names and shapes without allocating weights.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(model_path)
+    return AutoModel.from_config(config), int(config.hidden_size)

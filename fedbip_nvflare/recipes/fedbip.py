@@ -10,7 +10,7 @@ from nvflare.recipe.spec import ExecEnv, Recipe
 from fedbip_nvflare.client.executor import FedBipExecutor
 from fedbip_nvflare.client.settings import PRECISIONS
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS
+from fedbip_nvflare.modalities import DEFAULT_MODALITY, default_targets, get_modality
 from fedbip_nvflare.server.controller import (
     FedBipController,
     validate_aggregation,
@@ -91,6 +91,9 @@ class FedBipRecipe(Recipe):
     Args:
         name: Job name.
         model: HF model id or local folder, identical on the server and every site.
+        modality: What the sites fine-tune: "text" (classifier with a private head; default), "vision" (image
+            classifier with a private head), "causal-lm" (generative LM, every LoRA tensor travels); a key of
+            ``fedbip_nvflare.modalities.MODALITIES``. The data configuration is the modality's.
         num_rounds: FedBip rounds.
         min_clients: Clients needed to start the job and least valid updates to aggregate a round.
         data: Site data configuration shared by all sites (per-site overrides: ``per_site_config``).
@@ -106,12 +109,16 @@ class FedBipRecipe(Recipe):
         lora_r: LoRA rank.
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
-        target_modules: Modules LoRA adapts.
+        target_modules: Modules LoRA adapts (None: the modality's default, e.g. query/value for text, q_proj/v_proj
+            for causal LMs).
         local_epochs: Local epochs per round.
         batch_size: Training batch size.
         learning_rate: LoRA learning rate.
         head_learning_rate: Learning rate of the client-private head.
         max_length: Token truncation length.
+        gradient_accumulation_steps: Sites step the optimizer every this many batches.
+        gradient_checkpointing: Sites recompute activations in the backward pass (less memory, more compute).
+        max_new_tokens: Generation length of a causal LM's evaluation.
         num_threads: torch CPU threads per site (None: torch default).
         seed: Seed of θ̄⁰, the heads and shuffling.
         train_timeout: Seconds per train task (0: no limit).
@@ -133,8 +140,8 @@ class FedBipRecipe(Recipe):
             None: heads join per label space after each site's first round. Required for ``"fedavg"``.
         round_eval_examples: Sites evaluate each round's received model on this many test examples (a fixed
             seeded subset) to save time; the final personalized models use the whole test split. None: all.
-        precision: Sites' forward passes: "fp32", or "bf16" under ``torch.autocast`` (GPU sites, CPUs with bf16);
-            what travels stays fp32.
+        precision: Sites' forward passes: "fp32", or "bf16" / "fp16" under ``torch.autocast`` (GPU sites; CPUs with
+            bf16); what travels stays fp32.
         server_learning_rate: With ``aggregation="fedavg"``: the global adapter moves by this multiple of the
             averaged update (FedAvg with a server learning rate, ``θ ← θ + η·(mean θ_i − θ)``); 1.0 is plain
             FedAvg. Averaging near-orthogonal updates shrinks the step, which η > 1 compensates.
@@ -157,7 +164,7 @@ class FedBipRecipe(Recipe):
         lora_r: int = 8,
         lora_alpha: int = 16,
         lora_dropout: float = 0.05,
-        target_modules: Sequence[str] = DEFAULT_TEXT_TARGETS,
+        target_modules: Optional[Sequence[str]] = None,
         local_epochs: int = 1,
         batch_size: int = 16,
         learning_rate: float = 1e-3,
@@ -183,7 +190,12 @@ class FedBipRecipe(Recipe):
         tracking: Optional[str] = None,
         norm_bound: Optional[float] = None,
         streaming: bool = False,
+        modality: str = DEFAULT_MODALITY,
+        gradient_accumulation_steps: int = 1,
+        gradient_checkpointing: bool = False,
+        max_new_tokens: int = 32,
     ):
+        get_modality(modality)
         validate_tracking(tracking)
         validate_fedbip_options(
             num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout, norm_bound
@@ -209,6 +221,7 @@ class FedBipRecipe(Recipe):
         if not isinstance(model, str) or not model:
             raise ValueError("model must be a Hugging Face model id or a local model folder")
         self.model = model
+        self.modality = modality
         self.num_rounds = num_rounds
         self.min_clients = min_clients
         self.data = dict(data) if data is not None else {"suite": "text-tasks"}
@@ -221,7 +234,7 @@ class FedBipRecipe(Recipe):
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
-        self.target_modules = list(target_modules)
+        self.target_modules = list(target_modules if target_modules is not None else default_targets(modality))
         self.local_epochs = local_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -244,6 +257,9 @@ class FedBipRecipe(Recipe):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         self.precision = precision
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.gradient_checkpointing = gradient_checkpointing
+        self.max_new_tokens = max_new_tokens
         self.server_learning_rate = float(server_learning_rate)
         self.tracking = tracking
 
@@ -274,7 +290,12 @@ class FedBipRecipe(Recipe):
             from fedbip_nvflare.server.persistor import AdapterPersistor
 
             return [
-                (AdapterPersistor(model=self.model, seed=self.seed, num_labels=head_labels, **lora), "persistor"),
+                (
+                    AdapterPersistor(
+                        model=self.model, seed=self.seed, num_labels=head_labels, modality=self.modality, **lora
+                    ),
+                    "persistor",
+                ),
                 (self._fedavg(), "fedavg"),
                 (FinalValidation(method="fedavg", num_rounds=self.num_rounds, persistor_id="persistor"), "final"),
             ]
@@ -288,6 +309,7 @@ class FedBipRecipe(Recipe):
             center_similarity=self.center_similarity,
             norm_bound=self.norm_bound,
             streaming=self.streaming,
+            modality=self.modality,
             seed=self.seed,
             train_timeout=self.train_timeout,
             validate_timeout=self.validate_timeout,
@@ -339,6 +361,10 @@ class FedBipRecipe(Recipe):
             federate_head=self.federate_head,
             round_eval_examples=self.round_eval_examples,
             precision=self.precision,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            gradient_checkpointing=self.gradient_checkpointing,
+            max_new_tokens=self.max_new_tokens,
+            modality=self.modality,
         )
         if not isinstance(settings["data"], dict) or ("suite" in settings["data"]) == (
             "train_path" in settings["data"]

@@ -19,8 +19,8 @@ from fedbip_nvflare.core import (
     task_vector,
 )
 from fedbip_nvflare.core.baselines import fedamp_weights, group_weights, local_weights
+from fedbip_nvflare.modalities import DEFAULT_MODALITY, default_targets, get_modality
 from fedbip_nvflare.models import (
-    DEFAULT_TEXT_TARGETS,
     HEAD_PREFIX,
     LoraSettings,
     initial_adapter,
@@ -64,7 +64,7 @@ class FedBipController(TargetedTasksController):
         lora_r: LoRA rank (must equal the clients').
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
-        target_modules: Modules LoRA adapts (must equal the clients').
+        target_modules: Modules LoRA adapts (must equal the clients'; None: the modality's default).
         seed: Seed of θ̄⁰.
         train_timeout: Seconds a client may take for a train task (0: no limit).
         validate_timeout: Seconds a client may take for the final validate task (0: no limit).
@@ -87,6 +87,8 @@ class FedBipController(TargetedTasksController):
             round's median norm before combining (None: off). Cosines and weights are unchanged.
         streaming: Compute each client's personalized update only when its model is built (peak memory of one
             update instead of N, for many clients or large adapters; N passes over the updates instead of one).
+        modality: What the sites train, a key of ``fedbip_nvflare.modalities.MODALITIES`` ("text", "vision",
+            "causal-lm"); it decides how θ̄⁰ is built from the model's configuration.
     """
 
     def __init__(
@@ -100,7 +102,7 @@ class FedBipController(TargetedTasksController):
         lora_r: int = 8,
         lora_alpha: int = 16,
         lora_dropout: float = 0.05,
-        target_modules: Sequence[str] = DEFAULT_TEXT_TARGETS,
+        target_modules: Optional[Sequence[str]] = None,
         seed: int = 0,
         train_timeout: int = 0,
         validate_timeout: int = 0,
@@ -115,8 +117,11 @@ class FedBipController(TargetedTasksController):
         center_similarity: bool = False,
         norm_bound: Optional[float] = None,
         streaming: bool = False,
+        modality: str = DEFAULT_MODALITY,
     ):
         super().__init__(persistor_id="", ignore_result_error=True)
+        get_modality(modality)  # fails early on an unknown modality
+        self.modality = modality
         self.model = model
         self.num_rounds = num_rounds
         self.min_clients = min_clients
@@ -129,7 +134,7 @@ class FedBipController(TargetedTasksController):
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
-        self.target_modules = list(target_modules)
+        self.target_modules = list(target_modules if target_modules is not None else default_targets(modality))
         self.seed = seed
         self.train_timeout = train_timeout
         self.validate_timeout = validate_timeout
@@ -282,7 +287,9 @@ class FedBipController(TargetedTasksController):
             self.info(f"resumed from {self.resume_from} after round {last} with {len(self.thetas)} client states")
         else:
             head_labels = self.num_labels if self.federate_head else None
-            self.theta0 = initial_adapter(resolve_model_path(self.model), self._lora, self.seed, head_labels)
+            self.theta0 = initial_adapter(
+                resolve_model_path(self.model), self._lora, self.seed, head_labels, self.modality
+            )
         self.info(
             f"FedBip: {len(self.theta0)} federated tensors, "
             f"{sum(t.numel() for t in self.theta0.values())} parameters"

@@ -9,7 +9,8 @@ from nvflare.app_common.abstract.model_persistor import ModelPersistor
 from safetensors.numpy import load_file, save_file
 
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.models import DEFAULT_TEXT_TARGETS, LoraSettings, initial_adapter, resolve_model_path
+from fedbip_nvflare.modalities import DEFAULT_MODALITY, default_targets, get_modality
+from fedbip_nvflare.models import LoraSettings, initial_adapter, resolve_model_path
 
 GLOBAL_FILE = "global_model.safetensors"
 
@@ -25,9 +26,10 @@ class AdapterPersistor(ModelPersistor):
         lora_r: LoRA rank.
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
-        target_modules: Modules LoRA adapts.
+        target_modules: Modules LoRA adapts (None: the modality's default).
         seed: Seed of θ̄⁰.
         num_labels: Labels of a federated head (None: heads stay private).
+        modality: What the sites train (a key of ``fedbip_nvflare.modalities.MODALITIES``).
     """
 
     def __init__(
@@ -36,16 +38,19 @@ class AdapterPersistor(ModelPersistor):
         lora_r: int = 8,
         lora_alpha: int = 16,
         lora_dropout: float = 0.05,
-        target_modules: Sequence[str] = DEFAULT_TEXT_TARGETS,
+        target_modules: Optional[Sequence[str]] = None,
         seed: int = 0,
         num_labels: Optional[int] = None,
+        modality: str = DEFAULT_MODALITY,
     ):
         super().__init__()
+        get_modality(modality)
+        self.modality = modality
         self.model = model
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
-        self.target_modules = list(target_modules)
+        self.target_modules = list(target_modules if target_modules is not None else default_targets(modality))
         self.seed = seed
         self.num_labels = num_labels
         self._lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
@@ -60,7 +65,9 @@ class AdapterPersistor(ModelPersistor):
         if os.path.exists(path):
             weights = load_file(path)
         else:
-            theta0 = initial_adapter(resolve_model_path(self.model), self._lora, self.seed, self.num_labels)
+            theta0 = initial_adapter(
+                resolve_model_path(self.model), self._lora, self.seed, self.num_labels, self.modality
+            )
             weights = {n: t.numpy() for n, t in theta0.items()}
         return make_model_learnable(weights=weights, meta_props={})
 

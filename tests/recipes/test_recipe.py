@@ -152,7 +152,7 @@ def test_centered_similarity_and_round_eval_examples_reach_server_and_sites(tmp_
 
 def test_precision_and_streaming_reach_the_exported_components(tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
-        FedBipRecipe(precision="fp16")
+        FedBipRecipe(precision="fp8")
     _, configs = _export(FedBipRecipe(name="fb_fast", precision="bf16", streaming=True), tmp_path / "executor")
     assert configs["app/config/config_fed_server.json"]["workflows"][0]["args"]["streaming"] is True
     assert '"precision": "bf16"' in json.dumps(configs["app/config/config_fed_client.json"])

@@ -43,7 +43,7 @@ def adapter_calls(monkeypatch):
     """Patches the controller's θ̄⁰ builder (no model download) and records its calls."""
     calls = []
 
-    def fake_initial_adapter(path, lora, seed=0, head_labels=None):
+    def fake_initial_adapter(path, lora, seed=0, head_labels=None, modality="text"):
         calls.append((path, lora, seed))
         return make_theta0(seed)
 

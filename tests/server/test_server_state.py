@@ -132,7 +132,9 @@ def test_resume_continues_at_the_next_round_with_the_loaded_thetas(make_harness,
 
     # an interrupted-and-resumed run ends exactly where an uninterrupted one does
     monkeypatch.setattr(
-        controller_module, "initial_adapter", lambda path, lora, seed=0, head_labels=None: make_theta0(seed)
+        controller_module,
+        "initial_adapter",
+        lambda path, lora, seed=0, head_labels=None, modality="text": make_theta0(seed),
     )
     straight = make_harness(num_rounds=4, name="straight").run()
     for site in SITES:
