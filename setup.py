@@ -20,6 +20,8 @@ setup(
         "pandas>=2.0",
         "matplotlib>=3.7",  # fedbip report
         "tensorboard>=2.15",  # experiment tracking (NVFlare's TensorBoard receiver)
+        "gguf>=0.10",  # causal LMs from GGUF files (transformers' GGUF loader)
+        "rouge-score>=0.1.2",  # ROUGE-L of causal-LM generations
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.5", "black>=24"]},
     entry_points={"console_scripts": ["fedbip=fedbip_nvflare.cli:main"]},

@@ -11,10 +11,11 @@ the server's rounds.jsonl beside it and the simulator's output in run.log. A fai
 (method x client accuracy, mean over seeds, gaps to Local, wall times) and PNG plots are written.
 
 Adding a method: one ``METHODS`` entry, ``"name": Method(recipe_factory, options)``, where the factory takes the
-shared keyword arguments of ``RunSpec.recipe_kwargs`` (name, model, num_rounds, min_clients, data, local_epochs,
-max_length, num_threads, seed) plus the method's ``options(spec)``, and its job writes the server's
+shared keyword arguments of ``RunSpec.recipe_kwargs`` (name, model, modality, num_rounds, min_clients, data,
+local_epochs, max_length, num_threads, seed) plus the method's ``options(spec)``, and its job writes the server's
 ``fedbip/results.json`` (``fedbip_nvflare.results.load_results`` reads it). Adding a suite: one ``SUITES`` entry,
-``Suite(data_suite, num_clients, n_train, n_test, data={extra data-config keys})``.
+``Suite(data_suite, num_clients, n_train, n_test, data={extra data-config keys})`` (plus ``modality`` and its default
+``model`` for a suite that is not text).
 """
 
 import argparse
@@ -31,7 +32,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.data import site_names, suite_groups
+from fedbip_nvflare.data import VISION_SUITES, site_names, suite_groups, vision_suite_groups
+from fedbip_nvflare.data.instruct_suite import SUITE as INSTRUCT_SUITE
+from fedbip_nvflare.data.instruct_suite import instruct_suite_groups
 from fedbip_nvflare.results import find_server_results, load_results, write_results
 
 logger = logging.getLogger("benchmarks.quality")
@@ -61,6 +64,10 @@ class Suite:
             ``--federate-head`` combines heads per label space).
         conflicting: The last this many clients label every text with the next class (the data config's
             ``conflict_sites``).
+        modality: What the sites train (a key of ``fedbip_nvflare.modalities.MODALITIES``).
+        model: The suite's default model (None: ``DEFAULT_MODEL``, the text model).
+        has_head: The suite's sites train a classification head (methods that train only a head need one).
+        settings: Further recipe keyword arguments of the suite's runs (e.g. a causal LM's ``max_new_tokens``).
     """
 
     data_suite: str
@@ -71,6 +78,10 @@ class Suite:
     pass_num_clients: bool = False
     num_labels: Optional[int] = None
     conflicting: int = 0
+    modality: str = "text"
+    model: Optional[str] = None
+    has_head: bool = True
+    settings: Dict[str, Any] = field(default_factory=dict)
 
     def conflict_sites(self, num_clients: int) -> List[str]:
         """The conflicting clients among ``num_clients``: the last ``conflicting`` site names."""
@@ -96,6 +107,10 @@ class Suite:
         Raises:
             ValueError: Bad suite options (raised by ``suite_groups``).
         """
+        if self.data_suite in VISION_SUITES:
+            return dict(vision_suite_groups(self.data_suite, num_clients))
+        if self.data_suite == INSTRUCT_SUITE:
+            return dict(instruct_suite_groups(num_clients))
         extra = {k: self.data[k] for k in ("group_size",) if k in self.data}
         return dict(
             suite_groups(self.data_suite, num_clients, conflict_sites=self.conflict_sites(num_clients), **extra)
@@ -112,6 +127,23 @@ SUITES: Dict[str, Suite] = {
     # the shift is absorbed by each head. FedBip's negative-cosine policy decides what the others take from them.
     "label-skew-conflict": Suite(
         "label-skew", 10, 300, 200, data={"alpha": 1.0}, pass_num_clients=True, num_labels=20, conflicting=2
+    ),
+    # Clothing (3 Fashion-MNIST clients) and handwritten digits (2 MNIST, 1 8x8 digits), MobileNetV2 at 32 px.
+    "vision-domains": Suite(
+        "vision-domains", 6, 200, 200, data={"image_size": 32}, modality="vision", model="torchvision/mobilenet_v2"
+    ),
+    # Text-tasks' corpora as Flan-style instructions with short answers (SmolLM2-135M-Instruct, no head); scored by
+    # exact match of greedy answers. Small for a CPU: 4 tasks (sentiment, tweet author, BBC section, Reuters topic).
+    INSTRUCT_SUITE: Suite(
+        INSTRUCT_SUITE,
+        4,
+        32,
+        32,
+        data={"max_input_words": 48},
+        modality="causal-lm",
+        model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        has_head=False,
+        settings={"batch_size": 8, "max_new_tokens": 8},
     ),
 }
 
@@ -138,6 +170,7 @@ class RunSpec:
             use the whole test split.
         federate_head: Every method federates the classification head too: with the suite's shared
             ``num_labels``, or per label space where clients' label spaces differ.
+        modality: What the sites train (the suite's).
     """
 
     suite: str
@@ -154,6 +187,7 @@ class RunSpec:
     learning_rate: float = 1e-3
     round_eval_examples: Optional[int] = None
     federate_head: bool = False
+    modality: str = "text"
 
     def data_config(self) -> Dict[str, Any]:
         """The sites' data config (see ``Suite.data_config``)."""
@@ -170,6 +204,7 @@ class RunSpec:
             **head,
             name=name,
             model=self.model,
+            modality=self.modality,
             num_rounds=self.num_rounds,
             min_clients=self.num_clients,
             data=self.data_config(),
@@ -179,6 +214,7 @@ class RunSpec:
             seed=self.seed,
             learning_rate=self.learning_rate,
             round_eval_examples=self.round_eval_examples,
+            **SUITES[self.suite].settings,
         )
 
 
@@ -202,16 +238,21 @@ class Method:
             writes the server's ``fedbip/results.json``.
         options: The method's recipe keyword arguments for a run (may depend on the spec, e.g. groups).
         one_model: The method trains one model for every client (it cannot federate heads per label space).
+        head: True: only for suites whose sites have a classification head; False: only for suites without;
+            None: any suite.
     """
 
     recipe: Callable[..., Any]
     options: Callable[[RunSpec], Dict[str, Any]] = _options()
     one_model: bool = False
+    head: Optional[bool] = None
 
 
 # The issue's order. Adding a method is one entry.
 METHODS: Dict[str, Method] = {
-    "probe": Method(_fedbip_recipe, _options(aggregation="local", train_lora=False)),
+    "probe": Method(_fedbip_recipe, _options(aggregation="local", train_lora=False), head=True),
+    # Without a head, nothing trains: the pre-trained model as it is (the probe's counterpart for causal LMs).
+    "zero-shot": Method(_fedbip_recipe, _options(aggregation="local", train_lora=False), head=False),
     "local": Method(_fedbip_recipe, _options(aggregation="local")),
     "fedavg": Method(_fedbip_recipe, _options(aggregation="fedavg"), one_model=True),
     # FedAvg with a server learning rate sqrt(N): the mean of N near-orthogonal updates is ~1/sqrt(N) as long.
@@ -431,7 +472,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--threads", type=positive_int, default=None, help="clients the simulator runs in parallel (default: all)"
     )
     p.add_argument("--torch-threads", type=positive_int, default=1, help="torch CPU threads per client")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="HF model id or local folder")
+    p.add_argument("--model", default=None, help="model id or local folder (default: the suite's, else MiniLM)")
     p.add_argument(
         "--federate-head",
         action="store_true",
@@ -463,6 +504,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     suite = SUITES[args.suite]
+    unfit = [m for m in methods if METHODS[m].head not in (None, suite.has_head)]
+    for m in unfit:
+        if "all" not in args.methods:
+            why = (
+                "it trains only a classification head, and {}'s sites have none (zero-shot is its counterpart)"
+                if METHODS[m].head
+                else "it is for models without a head, and {}'s sites have one (probe is its counterpart)"
+            )
+            print(f"skipping {m}: " + why.format(args.suite), file=sys.stderr)
+    methods = [m for m in methods if m not in unfit]
+    if not methods:
+        print(f"error: no method left to run on {args.suite}", file=sys.stderr)
+        return 2
     if args.federate_head and suite.num_labels is None:
         # Heads per label space: NVFlare's FedAvg averages one head for all and cannot run here.
         single_head = [m for m in methods if METHODS[m].one_model]
@@ -484,7 +538,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         max_length=args.max_length,
         threads=args.threads,
         torch_threads=args.torch_threads,
-        model=args.model,
+        model=args.model or suite.model or DEFAULT_MODEL,
+        modality=suite.modality,
         learning_rate=args.learning_rate,
         round_eval_examples=args.round_eval_examples,
         federate_head=args.federate_head,

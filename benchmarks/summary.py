@@ -20,7 +20,7 @@ SUMMARY_FILE = "summary.md"
 ROUNDS_PLOT = "accuracy_by_round.png"
 LOCAL = "local"
 # Methods whose weight matrix is fixed by design (identity, ground-truth groups): nothing to plot.
-FIXED_WEIGHTS = ("probe", "local", "oracle-groups")
+FIXED_WEIGHTS = ("probe", "zero-shot", "local", "oracle-groups")
 
 Runs = Dict[str, Dict[int, Dict[str, Any]]]  # {method: {seed: results}}
 

@@ -11,7 +11,9 @@ from typing import Any, Callable, Dict, Mapping, Tuple
 
 from torch import nn
 
+from fedbip_nvflare.models.causal_lm import DEFAULT_CAUSAL_LM, DEFAULT_CAUSAL_LM_TARGETS
 from fedbip_nvflare.models.lora import DEFAULT_TEXT_TARGETS
+from fedbip_nvflare.models.vision import DEFAULT_VISION_MODEL, DEFAULT_VISION_TARGETS
 
 DEFAULT_MODALITY = "text"
 
@@ -46,6 +48,22 @@ MODALITIES: Dict[str, Modality] = {
         backbone="fedbip_nvflare.models.text:text_backbone",
         default_targets=DEFAULT_TEXT_TARGETS,
         default_model="sentence-transformers/all-MiniLM-L6-v2",
+    ),
+    "vision": Modality(
+        name="vision",
+        trainer="fedbip_nvflare.client.vision:ImageSiteTrainer",
+        load_data="fedbip_nvflare.data.images:load_image_task_data",
+        backbone="fedbip_nvflare.models.vision:vision_backbone",
+        default_targets=DEFAULT_VISION_TARGETS,  # MobileNetV2's 1x1 convolutions and ViT's query/value
+        default_model=DEFAULT_VISION_MODEL,
+    ),
+    "causal-lm": Modality(
+        name="causal-lm",
+        trainer="fedbip_nvflare.client.causal_lm:CausalLMSiteTrainer",
+        load_data="fedbip_nvflare.data.instruct:load_instruct_task_data",
+        backbone="fedbip_nvflare.models.causal_lm:causal_lm_backbone",
+        default_targets=DEFAULT_CAUSAL_LM_TARGETS,
+        default_model=DEFAULT_CAUSAL_LM,
     ),
 }
 

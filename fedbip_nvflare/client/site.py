@@ -11,12 +11,17 @@ from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.client.trainer import HEAD_FILE
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.data import TextTaskData, load_site_data, load_suite_site, shift_labels, site_list
+from fedbip_nvflare.data.config import checked_data_config
 from fedbip_nvflare.modalities import DEFAULT_MODALITY, load_modality_data, trainer_class
 from fedbip_nvflare.models import LoraSettings
 
 logger = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.json"
+TEXT_SUITE_KEYS = frozenset(
+    {"suite", "n_train", "n_test", "seed", "data_dir", "num_clients", "group_size", "alpha", "conflict_sites"}
+)
+TEXT_FILE_KEYS = frozenset({"train_path", "test_path", "task", "max_train", "max_test", "seed", "test_fraction"})
 
 
 def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
@@ -41,28 +46,7 @@ def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
         ValueError: Neither or both of ``suite`` and ``train_path`` are given, unknown keys, or invalid suite
             options (e.g. ``label-skew`` without ``num_clients``).
     """
-    data = dict(data or {})
-    suite_keys = {
-        "suite",
-        "n_train",
-        "n_test",
-        "seed",
-        "data_dir",
-        "num_clients",
-        "group_size",
-        "alpha",
-        "conflict_sites",
-    }
-    file_keys = {"train_path", "test_path", "task", "max_train", "max_test", "seed", "test_fraction"}
-    if ("suite" in data) == ("train_path" in data):
-        raise ValueError(
-            f"site {site_name}: data config needs exactly one of 'suite' (built-in offline suite) or 'train_path' "
-            f"(the site's own CSV/JSONL file), got keys {sorted(data)}"
-        )
-    allowed = suite_keys if "suite" in data else file_keys
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValueError(f"site {site_name}: unknown data config keys {unknown}; allowed: {sorted(allowed)}")
+    data = checked_data_config(data, site_name, TEXT_SUITE_KEYS, TEXT_FILE_KEYS, "the site's own CSV/JSONL file")
     if "suite" in data:
         task = load_suite_site(
             data["suite"],
@@ -117,6 +101,7 @@ class SiteSession:
     ):
         self.site_name = site_name
         self.state_dir = state_dir
+        os.makedirs(state_dir, exist_ok=True)
         task_data = load_modality_data(modality, data, site_name)
         self.trainer = trainer_class(modality)(model, task_data, lora, settings)
         self.head_path = os.path.join(state_dir, HEAD_FILE)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from fedbip_nvflare.data.config import label_space_of
 
 _SEPARATORS = {".csv": ",", ".tsv": "\t"}
 _JSON_EXTS = (".jsonl", ".json")
@@ -49,7 +50,7 @@ class TextTaskData:
     @property
     def label_space(self) -> str:
         """A fingerprint of the label names in order: sites with equal fingerprints share one label space."""
-        return hashlib.sha256(json.dumps(list(self.label_names)).encode()).hexdigest()[:16]
+        return label_space_of(self.label_names)
 
     @property
     def num_labels(self) -> int:

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
+from torch import nn
 
 DEFAULT_TEXT_TARGETS: Tuple[str, ...] = ("query", "value")
 HEAD_PREFIX = "head."
@@ -64,6 +65,20 @@ def initial_head(num_labels: int, hidden_size: int, seed: int = 0) -> Dict[str, 
     weight = (torch.rand((int(num_labels), int(hidden_size)), generator=generator) * 2 - 1) * bound
     bias = (torch.rand((int(num_labels),), generator=generator) * 2 - 1) * bound
     return {HEAD_PREFIX + "weight": weight, HEAD_PREFIX + "bias": bias}
+
+
+class PrivateHeadMixin:
+    """``head_state`` / ``load_head_state`` for a model whose classification head is the module ``self.head``."""
+
+    head: nn.Module
+
+    def head_state(self) -> Dict[str, torch.Tensor]:
+        """The head's tensors, prefixed ``head.``."""
+        return {HEAD_PREFIX + k: v.detach().clone() for k, v in self.head.state_dict().items()}
+
+    def load_head_state(self, state: Dict[str, torch.Tensor]) -> None:
+        """Loads tensors saved by :meth:`head_state` (other names are ignored)."""
+        self.head.load_state_dict({k[len(HEAD_PREFIX) :]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)})
 
 
 def is_head(name: str) -> bool:

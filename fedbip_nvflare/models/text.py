@@ -1,15 +1,15 @@
 """Text classifier: a pre-trained HF encoder with LoRA, mean pooling and a client-private linear head."""
 
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import torch
 from torch import nn
 
-from fedbip_nvflare.models.lora import HEAD_PREFIX, LoraSettings, initial_head
+from fedbip_nvflare.models.lora import LoraSettings, PrivateHeadMixin, initial_head
 from fedbip_nvflare.models.resolve import resolve_model_path
 
 
-class TextClassifier(nn.Module):
+class TextClassifier(PrivateHeadMixin, nn.Module):
     """Encoder (wrapped by peft) → masked mean pooling → linear head.
 
     Args:
@@ -28,14 +28,6 @@ class TextClassifier(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
         return self.head(pooled)
-
-    def head_state(self) -> Dict[str, torch.Tensor]:
-        """The client-private head's tensors, prefixed ``head.``."""
-        return {HEAD_PREFIX + k: v.detach().clone() for k, v in self.head.state_dict().items()}
-
-    def load_head_state(self, state: Dict[str, torch.Tensor]) -> None:
-        """Loads tensors saved by :meth:`head_state`."""
-        self.head.load_state_dict({k[len(HEAD_PREFIX) :]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)})
 
 
 def build_text_classifier(

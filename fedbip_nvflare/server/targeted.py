@@ -87,6 +87,9 @@ class TargetedTasksController(ModelController, ABC):
             if result is not None:
                 metrics, meta = result.metrics or {}, result.meta or {}
                 info["accuracy"] = float(metrics.get(K.ACCURACY, float("nan")))
+                info.update(  # the modality's further metrics of the final model, e.g. a causal LM's rouge_l
+                    {k: float(v) for k, v in metrics.items() if k != K.ACCURACY and isinstance(v, (int, float))}
+                )
                 info.update({k: meta[k] for k in _SITE_RESULT_KEYS if k in meta})
                 info.update({k: meta[k] for k in _SITE_FALLBACK_KEYS if k in meta and k not in info})
             summary["clients"][client] = info

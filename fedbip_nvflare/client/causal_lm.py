@@ -1,0 +1,181 @@
+"""Local LoRA fine-tuning of a causal LM on a site's instruction data (the "causal-lm" modality's trainer)."""
+
+import json
+import os
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from fedbip_nvflare.client.trainer import SiteTrainer
+from fedbip_nvflare.data.instruct import (
+    IGNORE_INDEX,
+    PROMPT_TEMPLATE,
+    PROMPT_TEMPLATE_NO_INPUT,
+    InstructTaskData,
+    encode_example,
+    encode_prompt,
+)
+from fedbip_nvflare.models.causal_lm import build_causal_lm
+from fedbip_nvflare.models.lora import LoraSettings
+
+GENERATION_FILE = "generation.json"
+
+
+def normalize_answer(text: str) -> str:
+    """The answer as exact match compares it: the first non-empty line, stripped and lower-cased."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0].lower() if lines else ""
+
+
+class CausalLMSiteTrainer(SiteTrainer):
+    """Instruction tuning of a causal LM with LoRA; no head, so every LoRA tensor travels.
+
+    Training minimises the mean cross-entropy over the response tokens (prompt and padding masked out, see
+    :func:`fedbip_nvflare.data.instruct.encode_example`). Evaluation generates greedily (``settings.max_new_tokens``,
+    batches of ``settings.eval_batch_size`` left-padded prompts) and scores exact match of the normalised first
+    line (:func:`normalize_answer`) as the primary metric; ROUGE-L F1 (Google's ``rouge-score``) of the whole
+    response is in :meth:`extra_metrics`. With ``precision="bf16"`` the frozen base weights are kept in bfloat16
+    too (half the memory); the LoRA tensors and optimizer state stay fp32.
+
+    Args:
+        model_name_or_path: HF model id, folder or GGUF file (see :func:`fedbip_nvflare.models.causal_lm.
+            locate_causal_lm`).
+        data: The site's instruction task data.
+        lora: LoRA settings (identical on every site).
+        settings: Local training settings (``max_length``: prompt + response tokens).
+        device: torch device (default: CUDA if available, else CPU).
+    """
+
+    data: InstructTaskData
+
+    def _build(self, model_name_or_path: str, lora: LoraSettings) -> nn.Module:
+        model, self.tokenizer, self.source = build_causal_lm(
+            model_name_or_path,
+            lora,
+            seed=self.settings.seed,
+            gradient_checkpointing=self.settings.gradient_checkpointing,
+            dtype=torch.bfloat16 if self.settings.precision == "bf16" else torch.float32,
+        )
+        return model
+
+    def _prepare_data(self) -> None:
+        from rouge_score import rouge_scorer
+
+        length = self.settings.max_length
+        self._train: List[Tuple[List[int], List[int]]] = [
+            encode_example(e, self.tokenizer, length) for e in self.data.train.examples
+        ]
+        self._prompts: List[List[int]] = [encode_prompt(e, self.tokenizer, length) for e in self.data.test.examples]
+        self._references: List[str] = [e.output for e in self.data.test.examples]
+        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        self._metrics: Dict[str, float] = {}
+        self.predictions: Dict[int, str] = {}
+
+    @property
+    def n_train(self) -> int:
+        """Number of training examples."""
+        return len(self._train)
+
+    @property
+    def n_test(self) -> int:
+        """Number of test examples."""
+        return len(self._prompts)
+
+    def _train_batch(self, indices: List[int]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded ``(input_ids, attention_mask, labels)`` of training examples."""
+        width = max(len(self._train[i][0]) for i in indices)
+        input_ids = torch.full((len(indices), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(indices), width), dtype=torch.long)
+        labels = torch.full((len(indices), width), IGNORE_INDEX, dtype=torch.long)
+        for row, i in enumerate(indices):
+            ids, target = self._train[i]
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+            labels[row, : len(ids)] = torch.tensor(target)
+        return input_ids, mask, labels
+
+    def _batch_loss(self, indices: List[int]) -> torch.Tensor:
+        input_ids, mask, labels = self._train_batch(indices)
+        # Position t predicts token t + 1: logits only at positions whose next token is supervised in some row.
+        positions = torch.nonzero((labels[:, 1:] != IGNORE_INDEX).any(dim=0)).flatten()
+        logits = self.model(input_ids.to(self.device), mask.to(self.device), positions.to(self.device))
+        targets = labels[:, positions + 1].to(self.device)
+        return torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX
+        )
+
+    def _prompt_batch(self, indices: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``(input_ids, attention_mask)`` of test prompts, so generation continues every row."""
+        width = max(len(self._prompts[i]) for i in indices)
+        input_ids = torch.full((len(indices), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(indices), width), dtype=torch.long)
+        for row, i in enumerate(indices):
+            ids = self._prompts[i]
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        return input_ids, mask
+
+    @torch.no_grad()
+    def generate(self, indices: List[int]) -> List[str]:
+        """Greedy responses to the test prompts ``indices`` (at most ``settings.max_new_tokens`` tokens each)."""
+        from transformers import GenerationConfig
+
+        self.model.eval()
+        config = GenerationConfig(
+            max_new_tokens=self.settings.max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        responses: List[str] = []
+        for b in range(0, len(indices), self.settings.eval_batch_size):
+            input_ids, mask = self._prompt_batch(indices[b : b + self.settings.eval_batch_size])
+            with self.autocast():
+                out = self.model.backbone.generate(
+                    input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), generation_config=config
+                )
+            responses += self.tokenizer.batch_decode(out[:, input_ids.shape[1] :].cpu(), skip_special_tokens=True)
+        return responses
+
+    def evaluate(self, indices: Optional[List[int]] = None) -> float:
+        """Exact match in [0, 1] of greedy responses on the site's test split (or the test examples ``indices``).
+
+        The responses are kept in :attr:`predictions` (``{test index: response}``), ROUGE-L F1 in
+        :meth:`extra_metrics`.
+        """
+        chosen = list(range(self.n_test)) if indices is None else list(indices)
+        order = sorted(chosen, key=lambda i: len(self._prompts[i]))  # similar lengths share a batch: less padding
+        self.predictions = dict(zip(order, self.generate(order)))
+        if not order:
+            self._metrics = {"exact_match": 0.0, "rouge_l": 0.0}
+            return 0.0
+        exact = sum(normalize_answer(self.predictions[i]) == normalize_answer(self._references[i]) for i in order)
+        rouge = sum(self._scorer.score(self._references[i], self.predictions[i])["rougeL"].fmeasure for i in order)
+        self._metrics = {"exact_match": exact / len(order), "rouge_l": rouge / len(order)}
+        return self._metrics["exact_match"]
+
+    def extra_metrics(self) -> Dict[str, float]:
+        """``rouge_l``: mean ROUGE-L F1 of the last :meth:`evaluate`'s responses against the references."""
+        return {k: v for k, v in self._metrics.items() if k != "exact_match"}
+
+    def _personalized_files(self, directory: str) -> None:
+        """``generation.json``: base model (and GGUF file), prompt template, task, generation settings, and the
+        metrics of the last evaluation (the personalized model's, when the final validation saves it)."""
+        with open(os.path.join(directory, GENERATION_FILE), "w") as f:
+            json.dump(
+                {
+                    "task": self.data.task,
+                    "base_model": self.model_name_or_path,
+                    "model_path": self.source.path,
+                    "gguf_file": self.source.gguf_file,
+                    "prompt_template": PROMPT_TEMPLATE,
+                    "prompt_template_no_input": PROMPT_TEMPLATE_NO_INPUT,
+                    "answers": list(self.data.label_names),
+                    "max_length": self.settings.max_length,
+                    "max_new_tokens": self.settings.max_new_tokens,
+                    "last_evaluation": {"n_examples": len(self.predictions), **self._metrics},
+                },
+                f,
+                indent=2,
+            )
