@@ -34,9 +34,11 @@ demo: assets
 test: assets
 	$(PY) -m pytest tests -q
 
-# regenerate the exported job folder that `nvflare simulator` takes
+# regenerate the exported job folders that `nvflare simulator` takes
 export: install
 	$(PY) jobs/fedbip_text/job.py --export --export-dir jobs/fedbip_text/job_folder
+	$(PY) jobs/fedbip_vision/job.py --export --export-dir jobs/fedbip_vision/job_folder
+	$(PY) jobs/fedbip_llm/job.py --export --export-dir jobs/fedbip_llm/job_folder
 
 clean:
 	rm -rf $(WORKSPACE) .pytest_cache

@@ -10,7 +10,8 @@ and ``τ_i = θ_i − θ̄⁰`` over the federated (LoRA) tensors. Nothing is ca
 One hostile client joins the round with, per kind: ``negation`` (−τ of the target honest client, default site-1),
 ``scaled`` (50 × that τ), ``noise`` (Gaussian with the median honest norm), ``scaled-noise`` (the same noise, 50 ×
 longer); ``copy`` (τ of the target, verbatim) is available as a reference. For every kind, negative-cosine policy
-(``clip``, ``keep``) and norm bound (None, 2.0) the round runs through :class:`fedbip_nvflare.server.rule.FedBipRule`
+(``clip``, ``keep``, ``keep-bounded``) and norm bound (None, 2.0) the round runs through
+:class:`fedbip_nvflare.server.rule.FedBipRule`
 (every client sent θ̄⁰, returning θ̄⁰ + τ) twice, with and without the hostile client, and records each honest
 client's cosine with and weight on the hostile client, the hostile client's weight on itself, and how far the hostile
 client moved each honest model: ``‖θ̄_i(with) − θ̄_i(without)‖ / ‖τ_i‖``.
@@ -60,7 +61,7 @@ KINDS: Dict[str, Tuple[str, float]] = {
     "copy": ("copy", 1.0),
 }
 DEFAULT_KINDS = ("negation", "scaled", "noise", "scaled-noise")
-POLICIES = ("clip", "keep")
+POLICIES = ("clip", "keep", "keep-bounded")
 DEFAULT_BOUNDS: Tuple[Optional[float], ...] = (None, 2.0)
 
 

@@ -267,6 +267,8 @@ METHODS: Dict[str, Method] = {
     "fedbip-cumulative": Method(_fedbip_recipe, _options(similarity_on="cumulative")),
     # Beyond the paper: cosines after removing the round's mean task vector.
     "fedbip-centered": Method(_fedbip_recipe, _options(center_similarity=True)),
+    # Beyond the paper, against outsized updates: every task vector clipped to 2x the round's median norm.
+    "fedbip-norm-bound": Method(_fedbip_recipe, _options(norm_bound=2.0)),
     "oracle-groups": Method(
         _fedbip_recipe,
         lambda spec: {"aggregation": "oracle-groups", "aggregation_options": {"groups": spec.groups()}},

@@ -28,7 +28,10 @@ class FedBipExecutor(Executor):
     A site admin can put ``fedbip_site.json`` in the site's ``local/`` folder (see :func:`apply_site_config`): its
     data and resources then override the job's, so data paths stay with the site, not the job author.
 
-    The model is loaded once (on the first task) and kept for the whole run; the private head is
+    The site's data and model are loaded once, at START_RUN, and kept for the whole run, so a misconfigured site
+    (unknown data keys, a missing data file or model folder, LoRA targets that match nothing) logs a clear error
+    before any task and answers every task with ``EXECUTION_EXCEPTION`` (the server logs the site and goes on with
+    the others). The private head is
     saved to ``<run dir>/fedbip/head.safetensors`` after every round and never leaves the site. Each round's
     metrics go to NVFlare's experiment tracking (analytics events, step = round; a job with tracking
     forwards them to the server's receiver).
@@ -136,11 +139,17 @@ class FedBipExecutor(Executor):
         )
         self._session: Optional[SiteSession] = None
         self._state_dir: Optional[str] = None
+        self._start_error: Optional[str] = None
 
     def handle_event(self, event_type: str, fl_ctx: FLContext):
         if event_type == EventType.START_RUN:
             run_dir = fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
             self._state_dir = os.path.join(run_dir, K.STATE_DIR)
+            try:
+                self._get_session(fl_ctx)
+            except Exception as e:
+                self._start_error = f"{type(e).__name__}: {e}"
+                self.log_error(fl_ctx, f"site set-up failed, this site will not train: {self._start_error}")
 
     def _get_session(self, fl_ctx: FLContext) -> SiteSession:
         if self._session is None:
@@ -159,6 +168,9 @@ class FedBipExecutor(Executor):
         if task_name not in (self.train_task_name, self.validate_task_name):
             self.log_error(fl_ctx, f"unknown task {task_name!r}")
             return make_reply(ReturnCode.TASK_UNKNOWN)
+        if self._start_error is not None:
+            self.log_error(fl_ctx, f"{task_name} refused: site set-up failed at START_RUN: {self._start_error}")
+            return make_reply(ReturnCode.EXECUTION_EXCEPTION)
         try:
             received = FLModelUtils.from_shareable(shareable)
             session = self._get_session(fl_ctx)

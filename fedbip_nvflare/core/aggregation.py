@@ -162,7 +162,7 @@ def fedbip_aggregate(
     Args:
         task_vectors: ``{client: {name: τ_i}}`` with identical names and shapes across clients.
         layerwise: FedBip-L: separate similarities and weights per layer group.
-        negative: Negative-cosine policy, ``"clip"`` or ``"keep"`` (see :func:`aggregation_weights`).
+        negative: ``"clip"``, ``"keep"`` or ``"keep-bounded"`` (see :func:`aggregation_weights`).
         similarity_vectors: Vectors to measure similarity on instead of ``task_vectors`` (e.g.
             ``θ_i − θ̄⁰`` for ``similarity_on="cumulative"``), same clients and names.
         groups: Custom layer groups (mapping or callable); default :func:`layer_group`.

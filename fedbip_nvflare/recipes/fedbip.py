@@ -100,12 +100,17 @@ class FedBipRecipe(Recipe):
             ``{"suite": "text-tasks", "n_train": 300, "n_test": 200, "seed": 0}`` or
             ``{"train_path": ..., "test_path": ...}`` (CSV/JSONL with ``text``, ``label``).
         layerwise: FedBip-L (per-layer-group weights).
-        negative: Negative-cosine policy, "clip" or "keep".
+        negative: Negative-cosine policy: "clip" (default), "keep" (the paper's formula verbatim; a negated update
+            can amplify its target's weights) or "keep-bounded" (keep, but a row whose negative cosines cancel more
+            than half its positive ones is weighted as under clip).
         similarity_on: "round" or "cumulative".
         center_similarity: Beyond the paper: cosines of the task vectors minus the round's mean vector.
         norm_bound: Beyond the paper: clip each task vector to this multiple of the round's median norm.
         streaming: The server computes each client's personalized update only when it builds that client's
             model (memory of one update instead of N; N passes over the updates instead of one).
+        resume_from: A ``state`` folder of an earlier run of this job (``<server run dir>/fedbip/state``): the
+            server continues after its last completed round with every client's θ̄_i as saved (checksums
+            verified; a corrupt or partial state stops the job before any task). FedBip-family aggregations only.
         lora_r: LoRA rank.
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
@@ -194,6 +199,7 @@ class FedBipRecipe(Recipe):
         gradient_accumulation_steps: int = 1,
         gradient_checkpointing: bool = False,
         max_new_tokens: int = 32,
+        resume_from: Optional[str] = None,
     ):
         get_modality(modality)
         validate_tracking(tracking)
@@ -206,6 +212,8 @@ class FedBipRecipe(Recipe):
         else:
             validate_aggregation(aggregation, dict(aggregation_options or {}))
         validate_head_options(federate_head, num_labels)
+        if resume_from is not None and aggregation == "fedavg":
+            raise ValueError("resume_from needs a FedBip-family aggregation (the controller's state), not 'fedavg'")
         if norm_bound is not None and aggregation != "fedbip":
             raise ValueError(f"norm_bound applies to FedBip's rule only, not to aggregation {aggregation!r}")
         if aggregation == "fedavg" and federate_head and num_labels is None:
@@ -231,6 +239,7 @@ class FedBipRecipe(Recipe):
         self.center_similarity = center_similarity
         self.norm_bound = norm_bound
         self.streaming = streaming
+        self.resume_from = resume_from
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
@@ -309,6 +318,7 @@ class FedBipRecipe(Recipe):
             center_similarity=self.center_similarity,
             norm_bound=self.norm_bound,
             streaming=self.streaming,
+            resume_from=self.resume_from,
             modality=self.modality,
             seed=self.seed,
             train_timeout=self.train_timeout,

@@ -57,7 +57,7 @@ class FedBipController(TargetedTasksController):
         min_clients: Least number of valid updates needed to aggregate a round; with fewer, the round's
             updates are dropped (every θ̄_i stays) and a warning says so.
         layerwise: FedBip-L (similarities and weights per layer group).
-        negative: Negative-cosine policy: "clip" (default) or "keep".
+        negative: Negative-cosine policy: "clip" (default), "keep" (the paper's formula) or "keep-bounded".
         similarity_on: "round" (cosine of this round's τ, the paper's rule) or "cumulative" (of θ_i − θ̄⁰).
         center_similarity: Beyond the paper: measure cosines after removing the mean vector of the round's
             clients (what all of them share); the method is then named with "-centered".

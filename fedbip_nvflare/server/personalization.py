@@ -93,7 +93,7 @@ class FedBipModelAggregator(ModelAggregator):
 
     Args:
         layerwise: FedBip-L (similarities and weights per layer group).
-        negative: Negative-cosine policy: "clip" (default) or "keep".
+        negative: Negative-cosine policy: "clip" (default), "keep" (the paper's formula) or "keep-bounded".
         similarity_on: "round" (the paper's rule) or "cumulative" (cosine of θ_i − θ̄⁰).
         center_similarity: Measure cosines after removing the round's mean task vector.
         min_clients: Least number of valid updates to aggregate a round (fewer: every θ̄_i stays).

@@ -32,7 +32,7 @@ class FedBipRule:
 
     Attributes:
         layerwise: FedBip-L (similarities and weights per layer group).
-        negative: Negative-cosine policy, "clip" or "keep".
+        negative: Negative-cosine policy, "clip", "keep" or "keep-bounded" (see ``core.aggregation_weights``).
         similarity_on: "round" (cosine of this round's τ) or "cumulative" (of θ_i − θ̄⁰).
         center: Measure cosines after removing the round's mean vector.
         norm_bound: Clip every task vector to this multiple of the round's median norm before combining them

@@ -83,10 +83,18 @@ class ClientStateStore:
 
         Raises:
             FileNotFoundError: No state was saved here.
-            ValueError: A file is missing or its checksum does not match (corrupt or partial state).
+            ValueError: ``state.json`` is not valid JSON or lacks its entries, or a file is missing or its checksum
+                does not match (corrupt or partial state).
         """
-        with open(os.path.join(self.root, STATE_FILE)) as f:
-            state = json.load(f)
+        index = os.path.join(self.root, STATE_FILE)
+        with open(index) as f:
+            text = f.read()
+        try:
+            state = json.loads(text)
+            if not isinstance(state.get("round"), int) or not isinstance(state.get("files"), dict):
+                raise ValueError("it has no integer 'round' and 'files' entries")
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"FedBip state index {index} is not valid JSON ({e}): it is corrupt, not used") from e
         loaded: Dict[str, Params] = {}
         for key, entry in state["files"].items():
             path = os.path.join(self.root, entry["file"])

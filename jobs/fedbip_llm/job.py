@@ -28,6 +28,7 @@ import os
 import sys
 
 from fedbip_nvflare.client.causal_lm import GENERATION_FILE
+from fedbip_nvflare.core import NEGATIVE_POLICIES
 from fedbip_nvflare.models.causal_lm import DEFAULT_CAUSAL_LM, DEFAULT_CAUSAL_LM_TARGETS
 from fedbip_nvflare.recipes import FedBipRecipe
 from fedbip_nvflare.results import format_table, load_results, write_results
@@ -56,7 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--layerwise", action="store_true", help="FedBip-L")
-    p.add_argument("--negative", default="clip", choices=["clip", "keep"])
+    p.add_argument("--negative", default="clip", choices=list(NEGATIVE_POLICIES))
     p.add_argument("--similarity-on", default="round", choices=["round", "cumulative"])
     p.add_argument("--client-mode", default="executor", choices=["executor", "client_api"])
     p.add_argument("--launch-external-process", action="store_true", help="client_api: the script in its own process")

@@ -10,6 +10,7 @@ import sys
 
 from nvflare.recipe.sim_env import SimEnv
 
+from fedbip_nvflare.core import NEGATIVE_POLICIES
 from fedbip_nvflare.recipes import FedBipRecipe
 from fedbip_nvflare.results import format_table, load_results, write_results
 
@@ -28,7 +29,7 @@ def parse_args():
     p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--layerwise", action="store_true", help="FedBip-L")
-    p.add_argument("--negative", default="clip", choices=["clip", "keep"])
+    p.add_argument("--negative", default="clip", choices=list(NEGATIVE_POLICIES))
     p.add_argument("--similarity-on", default="round", choices=["round", "cumulative"])
     p.add_argument("--client-mode", default="executor", choices=["executor", "client_api"])
     p.add_argument(

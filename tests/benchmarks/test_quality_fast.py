@@ -25,6 +25,7 @@ ALL_METHODS = [
     "fedbip-l",
     "fedbip-cumulative",
     "fedbip-centered",
+    "fedbip-norm-bound",
     "oracle-groups",
 ]
 FAST = [

@@ -6,6 +6,7 @@ import torch
 from fedbip_reference import random_vectors, ref_weights
 
 from fedbip_nvflare.core import NEGATIVE_POLICIES, aggregation_weights, fedbip_aggregate
+from fedbip_nvflare.core.weights import MAX_ROW_GAIN
 
 
 def clients(n):
@@ -16,8 +17,8 @@ def weight_matrices(weights):
     return list(weights.values()) if isinstance(weights, dict) else [weights]
 
 
-def test_policies_are_clip_and_keep():
-    assert NEGATIVE_POLICIES == ("clip", "keep")
+def test_policies_are_clip_keep_and_keep_bounded():
+    assert NEGATIVE_POLICIES == ("clip", "keep", "keep-bounded")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
@@ -116,3 +117,34 @@ def test_unknown_negative_policy_is_rejected(bad):
 def test_non_square_similarity_is_rejected(shape):
     with pytest.raises(ValueError, match="square"):
         aggregation_weights(torch.zeros(shape))
+
+
+def test_keep_bounded_equals_keep_while_negatives_cancel_at_most_half(caplog):
+    # row 0: Σ|S| = 1.75, ΣS = 0.75 -> gain 2.33 > 2: clipped; rows 1, 2: gains 1.5 and 1.0: verbatim
+    s = torch.tensor([[1.0, -0.5, 0.25], [-0.25, 1.0, 0.0], [0.25, 0.0, 1.0]])
+    with caplog.at_level("WARNING"):
+        bounded = aggregation_weights(s, "keep-bounded")
+    keep = aggregation_weights(s, "keep")
+    assert torch.equal(bounded[1:], keep[1:])
+    assert torch.allclose(bounded[0], torch.tensor([0.8, 0.0, 0.2]))
+    assert any("rows [0]" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_keep_bounded_stops_a_negated_update_from_amplifying_its_target():
+    # client 2 returns client 0's update negated: cos = -1 cancels client 0's self term (the hostile benchmark)
+    s = torch.tensor([[1.0, 0.113, -1.0], [0.113, 1.0, -0.113], [-1.0, -0.113, 1.0]])
+    keep = aggregation_weights(s, "keep")
+    assert keep[0].abs().max() > 8, "the paper's keep amplifies the row: weights of magnitude 1/0.113"
+    bounded = aggregation_weights(s, "keep-bounded")
+    assert bounded[0, 2] == 0.0 and bounded[2, 0] == 0.0
+    assert torch.allclose(bounded.sum(dim=1), torch.ones(3))
+    assert float(bounded.abs().sum(dim=1).max()) <= MAX_ROW_GAIN
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_keep_bounded_rows_never_gain_more_than_the_bound(seed):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.rand(6, 6, generator=g) * 2 - 1
+    p = aggregation_weights((s + s.T) / 2, "keep-bounded")
+    assert torch.allclose(p.sum(dim=1), torch.ones(6), atol=1e-6)
+    assert float(p.abs().sum(dim=1).max()) <= MAX_ROW_GAIN + 1e-6

@@ -329,7 +329,7 @@ def test_task_data_does_not_alias_server_state(make_harness):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"negative": "abs"}, r"negative must be one of \('clip', 'keep'\), got 'abs'"),
+        ({"negative": "abs"}, r"negative must be one of \('clip', 'keep', 'keep-bounded'\), got 'abs'"),
         ({"similarity_on": "total"}, r"similarity_on must be one of \('round', 'cumulative'\), got 'total'"),
         ({"num_rounds": 0}, "num_rounds must be an int >= 1, got 0"),
         ({"num_rounds": -2}, "num_rounds must be an int >= 1"),
