@@ -37,6 +37,6 @@ echo "== nvflare poc start"
 echo "== submitting the FedBip job as admin@nvidia.com"
 OUT="$NVFLARE_POC_WORKSPACE/../results"
 "$PY" "$HERE/submit.py" --admin-kit "$KITS/admin@nvidia.com" --username admin@nvidia.com \
-  --num-clients "${#SITES[@]}" --output "$OUT" --site-kits "$KITS" --sites "${SITES[@]}"
+  --num-clients "${#SITES[@]}" --output "$OUT" --site-kits "$KITS" --sites "${SITES[@]}" --audit
 
 echo "== done: results in $OUT"

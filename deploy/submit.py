@@ -14,6 +14,8 @@ import sys
 
 from nvflare.recipe.prod_env import ProdEnv
 
+from fedbip_nvflare.client.audit import RECEIVED_FILE, ReceivedModelLog, received_model_problems
+from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.recipes import FedBipRecipe
 from fedbip_nvflare.results import format_table, load_results, write_results
 
@@ -32,6 +34,12 @@ def parse_args():
     p.add_argument("--shutdown", action="store_true", help="shut the server and the sites down afterwards")
     p.add_argument("--site-kits", default=None, help="folder holding the sites' kits (check their adapters)")
     p.add_argument("--sites", nargs="*", default=[], help="sites whose personalized adapter must exist")
+    p.add_argument(
+        "--audit",
+        action="store_true",
+        help="sites log a fingerprint of every model they receive and the server keeps what it sent; with "
+        "--site-kits, check that every site received only its own models",
+    )
     return p.parse_args()
 
 
@@ -62,6 +70,24 @@ def missing_adapters(site_kits: str, sites, job_id: str) -> list:
     return missing
 
 
+def audit_received(result_dir: str, site_kits: str, sites, job_id: str, rounds: int) -> bool:
+    """Checks (and prints) that every site received only its own models (see ``received_model_problems``)."""
+    server_runs = glob.glob(os.path.join(result_dir, "**", "fedbip", "updates"), recursive=True)
+    logs = {
+        s: glob.glob(os.path.join(site_kits, s, job_id, "**", "fedbip", RECEIVED_FILE), recursive=True) for s in sites
+    }
+    if len(server_runs) != 1 or not all(len(found) == 1 for found in logs.values()):
+        print(f"FAILED: audit files not found (server updates: {server_runs}, site logs: {logs})")
+        return False
+    site_runs = {s: os.path.dirname(os.path.dirname(found[0])) for s, found in logs.items()}
+    problems = received_model_problems(os.path.dirname(os.path.dirname(server_runs[0])), site_runs, rounds)
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    if not problems:
+        print(f"audit: each of {', '.join(sites)} received only its own models ({rounds} rounds + validation)")
+    return not problems
+
+
 def main() -> int:
     args = parse_args()
     # Installed-package mode: the job ships no custom code; each site's local/fedbip_site.json (if any) supplies
@@ -73,7 +99,10 @@ def main() -> int:
         data={"suite": "text-tasks", "n_train": args.max_examples, "n_test": args.test_examples, "seed": 0},
         max_length=args.max_length,
         num_threads=1,
+        log_updates=args.audit,
     )
+    if args.audit:
+        recipe.add_client_input_filter(ReceivedModelLog(), tasks=[K.TRAIN_TASK, K.VALIDATE_TASK])
     env = ProdEnv(startup_kit_location=args.admin_kit, username=args.username, login_timeout=30)
     run = recipe.execute(env)
     print(f"submitted job {run.get_job_id()}")
@@ -89,6 +118,8 @@ def main() -> int:
             json.dump({"job_id": run.get_job_id(), "status": str(status), "result_dir": result}, f, indent=2)
     if ok and args.site_kits:
         ok = not missing_adapters(args.site_kits, args.sites, run.get_job_id())
+    if ok and args.audit and args.site_kits:
+        ok = audit_received(result, args.site_kits, args.sites, run.get_job_id(), args.num_rounds)
     if args.shutdown:
         shutdown_all(args.admin_kit, args.username)
     return 0 if ok else 1

@@ -3,7 +3,7 @@
 import json
 import os
 import threading
-from typing import Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from nvflare.apis.dxo import DataKind, from_shareable
 from nvflare.apis.filter import Filter
@@ -56,3 +56,54 @@ class ReceivedModelLog(Filter):
             with open(os.path.join(folder, self.file_name), "a") as f:
                 f.write(json.dumps(entry) + "\n")
         return shareable
+
+
+def received_log(site_run_dir: str, file_name: str = RECEIVED_FILE) -> List[dict]:
+    """The entries a site's :class:`ReceivedModelLog` wrote during a job (``<site run dir>/fedbip/<file_name>``)."""
+    with open(os.path.join(site_run_dir, K.STATE_DIR, file_name)) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def received_model_problems(server_run_dir: str, site_run_dirs: Mapping[str, str], rounds: int) -> List[str]:
+    """Checks that every model each site received across a job was that site's own, and only that.
+
+    The server must have run with ``log_updates=True`` (it keeps what it sent every round) and every site with
+    :class:`ReceivedModelLog`. Each site must have received exactly one train task per round and one validate task,
+    with the digest of its own θ̄_i; after round 0 (where all sites share θ̄⁰) it must match no other site's.
+
+    Args:
+        server_run_dir: The server's run folder of the job (holds ``fedbip/updates`` and ``fedbip/state``).
+        site_run_dirs: ``{site: the site's run folder of the job}``.
+        rounds: Number of rounds the job ran.
+
+    Returns:
+        The problems found (empty when every site received only its own models).
+    """
+    from safetensors.torch import load_file
+
+    from fedbip_nvflare.server.state import UPDATES_DIR, ClientStateStore
+
+    _, _, final, _ = ClientStateStore(os.path.join(server_run_dir, K.STATE_DIR, "state")).load()
+    updates = os.path.join(server_run_dir, K.STATE_DIR, UPDATES_DIR)
+    own: Dict[str, Dict[Tuple[str, int], str]] = {}
+    for site in site_run_dirs:
+        sent = {
+            (K.TRAIN_TASK, r): params_digest(
+                load_file(os.path.join(updates, f"round_{r:03d}", "sent_" + ClientStateStore.file_name(site)))
+            )
+            for r in range(rounds)
+        }
+        own[site] = {**sent, (K.VALIDATE_TASK, rounds): params_digest(final[site])}
+    problems = []
+    for site, run_dir in site_run_dirs.items():
+        entries = received_log(run_dir)
+        got = sorted((e["task"], e["round"]) for e in entries)
+        if got != sorted(own[site]):
+            problems.append(f"{site} received tasks {got}, expected {sorted(own[site])}")
+        for e in entries:
+            key = (e["task"], e["round"])
+            if e["site"] != site or e["digest"] != own[site].get(key):
+                problems.append(f"{site} received a model that is not its own at {key}")
+            elif key[1] > 0 and any(e["digest"] == own[other].get(key) for other in site_run_dirs if other != site):
+                problems.append(f"{site}'s model at {key} equals another site's")
+    return problems

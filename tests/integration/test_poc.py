@@ -1,5 +1,5 @@
 """NVFlare POC mode: deploy/run_poc.sh prepares and starts POC, allow-lists the installed package, submits the
-FedBip recipe as the POC admin and stops POC. POC writes under ~ and uses ports 8002/8003: HOME is isolated."""
+FedBip recipe as the POC admin (sites log what they receive) and stops POC. POC writes under ~ and uses ports 8002/8003: HOME is isolated."""
 
 import os
 import subprocess
@@ -28,6 +28,8 @@ def test_poc_runs_fedbip_as_the_poc_admin(tmp_path, minilm_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     for site in ("site-1", "site-2"):
         assert f"{site} keeps its personalized adapter in {poc}" in proc.stdout
+    # privacy: fingerprints of every model each site received, against what the server sent it
+    assert "audit: each of site-1, site-2 received only its own models (2 rounds + validation)" in proc.stdout
     assert os.path.exists(tmp_path / "results" / "results.json")
     leftover = pids_running_from(str(poc))
     assert not leftover, f"POC processes still running: {leftover}"
