@@ -117,11 +117,20 @@ def test_synthetic_results_files_hold_the_table_and_findings(synthetic_run):
     info, output = synthetic_run
     with open(os.path.join(output, hostile.JSON_FILE)) as f:
         saved = json.load(f)
-    assert len(saved["cases"]) == 5 * 2 * 2 and "git_commit" in saved
+    assert len(saved["cases"]) == 5 * len(hostile.POLICIES) * 2 and "git_commit" in saved
     with open(os.path.join(output, hostile.MARKDOWN_FILE)) as f:
         table = f.read()
     assert "| negation | clip | none |" in table and "| scaled-noise | keep | 2 |" in table
     assert "Cosines are scale-free" in table and "norm bound 2 cuts" in table
+
+
+def test_keep_bounded_weighs_the_negation_like_clip_in_the_copied_clients_row(synthetic_run):
+    info, _ = synthetic_run
+    bounded, keep = _case(info, "negation", "keep-bounded", None), _case(info, "negation", "keep", None)
+    target = bounded["target"]
+    assert bounded["honest"][target]["weight"] == pytest.approx(0.0, abs=1e-12)
+    assert keep["honest"][target]["weight"] < 0
+    assert bounded["honest"][target]["relative_displacement"] < keep["honest"][target]["relative_displacement"]
 
 
 def test_unknown_kind_is_rejected():
@@ -141,7 +150,7 @@ def test_real_training_smoke(tmp_path, minilm_path):
     assert set(info["honest"]) == {"site-1", "site-2"}
     for meta in info["honest"].values():
         assert meta["norm"] > 0 and meta["n_examples"] == 8 and math.isfinite(meta["train_loss"])
-    assert len(info["cases"]) == 2 * 2 * 2
+    assert len(info["cases"]) == 2 * len(hostile.POLICIES) * 2
     for case in info["cases"]:
         assert all(math.isfinite(v["relative_displacement"]) for v in case["honest"].values())
         if case["negative"] == "clip":
