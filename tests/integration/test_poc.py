@@ -1,5 +1,6 @@
 """NVFlare POC mode: deploy/run_poc.sh prepares and starts POC, allow-lists the installed package, submits the
-FedBip recipe as the POC admin (sites log what they receive) and stops POC. POC writes under ~ and uses ports 8002/8003: HOME is isolated."""
+FedBip recipe as the POC admin (sites log what they receive) and stops POC. POC writes under ~ and uses ports
+8002/8003: HOME is isolated."""
 
 import os
 import subprocess
