@@ -105,7 +105,7 @@ def test_precision_setting_is_validated():
     from fedbip_nvflare.client import TrainSettings
 
     with pytest.raises(ValueError, match="precision"):
-        TrainSettings(precision="fp16")
+        TrainSettings(precision="fp8")
 
 
 def test_a_site_session_loads_its_model_once_across_rounds(tmp_path, minilm_path, monkeypatch):
