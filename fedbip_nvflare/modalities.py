@@ -1,8 +1,8 @@
 """Modalities: what a site trains (text classifier, image classifier, causal LM), chosen by configuration.
 
 One job, one executor, one controller: the ``modality`` option names an entry of :data:`MODALITIES`, which says
-where the modality's site trainer, data loader and bare backbone live. They are imported only when used, so a text
-site never imports vision or generation code.
+where the modality's site trainer, data loader and bare backbone live, as ``"module:attribute"`` paths resolved when
+used (the registry stays a declaration; heavy libraries such as transformers are imported inside the functions).
 """
 
 import importlib
