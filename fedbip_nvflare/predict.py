@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from fedbip_nvflare.client.trainer import HEAD_FILE, LABELS_FILE
+from fedbip_nvflare.data.batching import pad_sequences
 from fedbip_nvflare.data.text import read_json_objects
 from fedbip_nvflare.models.resolve import resolve_model_path
 from fedbip_nvflare.models.text import TextClassifier
@@ -209,12 +210,7 @@ def predict_logits(
     pad_id = tokenizer.pad_token_id or 0
     for b in range(0, len(order), batch_size):
         index = order[b : b + batch_size]
-        width = max(len(ids[i]) for i in index)
-        input_ids = torch.full((len(index), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(index), width), dtype=torch.long)
-        for row, i in enumerate(index):
-            input_ids[row, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-            mask[row, : len(ids[i])] = 1
+        input_ids, mask = pad_sequences([ids[i] for i in index], pad_id)
         out = model(input_ids.to(device), mask.to(device))
         logits[torch.tensor(index)] = out.detach().float().cpu()
     return logits

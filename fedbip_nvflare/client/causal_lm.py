@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fedbip_nvflare.client.trainer import SiteTrainer
+from fedbip_nvflare.data.batching import pad_sequences
 from fedbip_nvflare.data.instruct import (
     IGNORE_INDEX,
     PROMPT_TEMPLATE,
@@ -84,15 +85,8 @@ class CausalLMSiteTrainer(SiteTrainer):
 
     def _train_batch(self, indices: List[int]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Right-padded ``(input_ids, attention_mask, labels)`` of training examples."""
-        width = max(len(self._train[i][0]) for i in indices)
-        input_ids = torch.full((len(indices), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(indices), width), dtype=torch.long)
-        labels = torch.full((len(indices), width), IGNORE_INDEX, dtype=torch.long)
-        for row, i in enumerate(indices):
-            ids, target = self._train[i]
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
-            labels[row, : len(ids)] = torch.tensor(target)
+        input_ids, mask = pad_sequences([self._train[i][0] for i in indices], self.tokenizer.pad_token_id)
+        labels, _ = pad_sequences([self._train[i][1] for i in indices], IGNORE_INDEX)
         return input_ids, mask, labels
 
     def _batch_loss(self, indices: List[int]) -> torch.Tensor:
@@ -107,14 +101,7 @@ class CausalLMSiteTrainer(SiteTrainer):
 
     def _prompt_batch(self, indices: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Left-padded ``(input_ids, attention_mask)`` of test prompts, so generation continues every row."""
-        width = max(len(self._prompts[i]) for i in indices)
-        input_ids = torch.full((len(indices), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(indices), width), dtype=torch.long)
-        for row, i in enumerate(indices):
-            ids = self._prompts[i]
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            mask[row, width - len(ids) :] = 1
-        return input_ids, mask
+        return pad_sequences([self._prompts[i] for i in indices], self.tokenizer.pad_token_id, left=True)
 
     @torch.no_grad()
     def generate(self, indices: List[int]) -> List[str]:

@@ -19,6 +19,7 @@ from torch import nn
 
 from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.data import TextSplit, TextTaskData
+from fedbip_nvflare.data.batching import pad_sequences
 from fedbip_nvflare.models import LoraSettings, build_text_classifier
 
 logger = logging.getLogger(__name__)
@@ -319,13 +320,7 @@ class _Encoded:
         return len(self.ids)
 
     def batch(self, index: List[int]):
-        width = max(len(self.ids[i]) for i in index)
-        input_ids = torch.full((len(index), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(index), width), dtype=torch.long)
-        for row, i in enumerate(index):
-            ids = self.ids[i]
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
+        input_ids, mask = pad_sequences([self.ids[i] for i in index], self.pad_id)
         return input_ids, mask, self.labels[index]
 
 
