@@ -18,12 +18,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     report.add_argument("path", help="job workspace, job result folder or benchmark output folder")
     report.add_argument("--output", default=None, help="folder for the plots (default: <path>/report)")
-    predict = sub.add_parser("predict", help="predict labels with a site's personalized adapter and private head")
+    predict = sub.add_parser(
+        "predict",
+        help="labels (classifiers) or answers (causal LMs) from a site's personalized model folder",
+        description="A classifier's folder (labels.json) labels texts; a causal LM's (generation.json) answers "
+        "instructions, scored when the input has reference outputs.",
+    )
     predict.add_argument("--adapter", required=True, help="a site's personalized_adapter folder")
-    predict.add_argument("--input", required=True, help="texts: .txt (one per line), .csv/.tsv or .jsonl with 'text'")
+    predict.add_argument(
+        "--input",
+        required=True,
+        help="classifier: texts in .txt (one per line), .csv/.tsv or .jsonl with 'text'; causal LM: .jsonl with "
+        "'instruction', optional 'input' and 'output'",
+    )
     predict.add_argument("--output", default=None, help="write predictions to this .jsonl or .csv file")
-    predict.add_argument("--model", default=None, help="base model id or folder (default: the one in labels.json)")
-    predict.add_argument("--max-length", type=int, default=128)
+    predict.add_argument("--model", default=None, help="base model (default: the one the folder names)")
+    predict.add_argument("--max-length", type=int, default=None, help="token limit (default: 128 / the training one)")
+    predict.add_argument(
+        "--max-new-tokens", type=int, default=None, help="causal LM: answer length (default: training's)"
+    )
+    predict.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="causal LM: weight dtype")
     args = parser.parse_args(argv)
     if args.command == "allow-list":
         from fedbip_nvflare.recipes.fedbip import allow_fedbip_components
@@ -42,16 +56,44 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"fedbip report: {e}")
             return 1
     elif args.command == "predict":
-        from fedbip_nvflare.predict import format_predictions, predict_file, write_predictions
+        return _predict(args)
+    return 0
 
-        try:
-            rows = predict_file(args.adapter, args.input, model=args.model, max_length=args.max_length)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"fedbip predict: {e}")
-            return 1
-        print(format_predictions(rows))
+
+def _predict(args: argparse.Namespace) -> int:
+    """``fedbip predict``: a causal LM's folder (``generation.json``) answers, a classifier's labels."""
+    import os
+
+    from fedbip_nvflare.client.causal_lm import GENERATION_FILE
+    from fedbip_nvflare.predict import OUTPUT_EXTENSIONS, format_predictions, predict_file, write_predictions
+
+    if args.output and os.path.splitext(args.output)[1].lower() not in OUTPUT_EXTENSIONS:
+        print(f"fedbip predict: --output {args.output}: use a file ending in {' or '.join(OUTPUT_EXTENSIONS)}")
+        return 1
+    try:
+        if os.path.isfile(os.path.join(args.adapter, GENERATION_FILE)):
+            from fedbip_nvflare.generate import format_responses, generate_file, response_fields
+
+            rows, scores = generate_file(
+                args.adapter,
+                args.input,
+                model=args.model,
+                max_length=args.max_length,
+                max_new_tokens=args.max_new_tokens,
+                precision=args.precision,
+            )
+            print(format_responses(rows, scores))
+            fields = response_fields(rows)
+        else:
+            rows = predict_file(args.adapter, args.input, model=args.model, max_length=args.max_length or 128)
+            print(format_predictions(rows))
+            fields = None
         if args.output:
-            print(f"predictions written to {write_predictions(rows, args.output)}")
+            written = write_predictions(rows, args.output, fields) if fields else write_predictions(rows, args.output)
+            print(f"predictions written to {written}")
+    except (FileNotFoundError, ValueError) as e:
+        print(f"fedbip predict: {e}")
+        return 1
     return 0
 
 

@@ -171,7 +171,7 @@ def _read_json_texts(path: str) -> List[str]:
     return texts
 
 
-def _check_positive(name: str, value: int) -> None:
+def check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
@@ -197,8 +197,8 @@ def predict_logits(
     Raises:
         ValueError: ``max_length`` or ``batch_size`` is not a positive int.
     """
-    _check_positive("max_length", max_length)
-    _check_positive("batch_size", batch_size)
+    check_positive("max_length", max_length)
+    check_positive("batch_size", batch_size)
     model.eval()
     texts = [str(t) for t in texts]
     logits = torch.zeros((len(texts), model.head.out_features), dtype=torch.float32)
@@ -282,22 +282,25 @@ def predict_file(
         ValueError: A malformed input file or personalized model folder (see :func:`read_inputs`,
             :func:`load_personalized`).
     """
-    _check_positive("max_length", max_length)
-    _check_positive("batch_size", batch_size)
+    check_positive("max_length", max_length)
+    check_positive("batch_size", batch_size)
     texts = read_inputs(input_path)  # before loading the model: input errors surface at once
     classifier, tokenizer, label_names = load_personalized(adapter_dir, model=model, device=device)
     return predict(classifier, tokenizer, texts, label_names, max_length=max_length, batch_size=batch_size)
 
 
-def write_predictions(rows: Sequence[Dict[str, Any]], output_path: str) -> str:
+def write_predictions(
+    rows: Sequence[Dict[str, Any]], output_path: str, fields: Sequence[str] = PREDICTION_FIELDS
+) -> str:
     """Writes predictions as JSON lines (``.jsonl``) or CSV with a header (``.csv``).
 
-    Each row is written with the fields ``text``, ``label``, ``score`` in this order. Parent folders are
-    created; an existing file is replaced.
+    Each row is written with ``fields`` in this order. Parent folders are created; an existing file is replaced.
 
     Args:
-        rows: Predictions from :func:`predict` / :func:`predict_file`.
+        rows: Predictions from :func:`predict` / :func:`predict_file` (or responses from
+            :func:`fedbip_nvflare.generate.generate_file`).
         output_path: Output file; its extension picks the format.
+        fields: The keys of each row to write (default ``text``, ``label``, ``score``).
 
     Returns:
         ``output_path``.
@@ -311,13 +314,13 @@ def write_predictions(rows: Sequence[Dict[str, Any]], output_path: str) -> str:
             f"{output_path}: unsupported output extension {ext!r}; use one of {', '.join(OUTPUT_EXTENSIONS)}"
         )
     os.makedirs(os.path.dirname(output_path) or ".", exist_ok=True)
-    records = [{k: row[k] for k in PREDICTION_FIELDS} for row in rows]
+    records = [{k: row[k] for k in fields} for row in rows]
     with open(output_path, "w", encoding="utf-8", newline="") as f:
         if ext == ".jsonl":
             for rec in records:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         else:
-            writer = csv.DictWriter(f, fieldnames=list(PREDICTION_FIELDS))
+            writer = csv.DictWriter(f, fieldnames=list(fields))
             writer.writeheader()
             writer.writerows(records)
     return output_path

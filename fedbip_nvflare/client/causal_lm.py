@@ -2,7 +2,7 @@
 
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from fedbip_nvflare.data.instruct import (
     encode_example,
     encode_prompt,
 )
-from fedbip_nvflare.models.causal_lm import build_causal_lm
+from fedbip_nvflare.models.causal_lm import build_causal_lm, generate_greedy
 from fedbip_nvflare.models.lora import LoraSettings
 
 GENERATION_FILE = "generation.json"
@@ -27,6 +27,32 @@ def normalize_answer(text: str) -> str:
     """The answer as exact match compares it: the first non-empty line, stripped and lower-cased."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[0].lower() if lines else ""
+
+
+def score_responses(responses: Sequence[str], references: Sequence[str]) -> Dict[str, float]:
+    """Mean exact match (of :func:`normalize_answer`) and ROUGE-L F1 (Google's ``rouge-score``) of responses.
+
+    Args:
+        responses: Generated responses.
+        references: The expected outputs, one per response.
+
+    Returns:
+        ``{"exact_match": float, "rouge_l": float}``, both in [0, 1]; 0 for no responses.
+
+    Raises:
+        ValueError: ``responses`` and ``references`` differ in length.
+    """
+    from rouge_score import rouge_scorer
+
+    if len(responses) != len(references):
+        raise ValueError(f"{len(responses)} responses for {len(references)} references")
+    if not responses:
+        return {"exact_match": 0.0, "rouge_l": 0.0}
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    pairs = list(zip(responses, references))
+    exact = sum(normalize_answer(r) == normalize_answer(ref) for r, ref in pairs)
+    rouge = sum(scorer.score(ref, r)["rougeL"].fmeasure for r, ref in pairs)
+    return {"exact_match": exact / len(pairs), "rouge_l": rouge / len(pairs)}
 
 
 class CausalLMSiteTrainer(SiteTrainer):
@@ -61,15 +87,12 @@ class CausalLMSiteTrainer(SiteTrainer):
         return model
 
     def _prepare_data(self) -> None:
-        from rouge_score import rouge_scorer
-
         length = self.settings.max_length
         self._train: List[Tuple[List[int], List[int]]] = [
             encode_example(e, self.tokenizer, length) for e in self.data.train.examples
         ]
         self._prompts: List[List[int]] = [encode_prompt(e, self.tokenizer, length) for e in self.data.test.examples]
         self._references: List[str] = [e.output for e in self.data.test.examples]
-        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
         self._metrics: Dict[str, float] = {}
         self.predictions: Dict[int, str] = {}
 
@@ -99,31 +122,17 @@ class CausalLMSiteTrainer(SiteTrainer):
             logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX
         )
 
-    def _prompt_batch(self, indices: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded ``(input_ids, attention_mask)`` of test prompts, so generation continues every row."""
-        return pad_sequences([self._prompts[i] for i in indices], self.tokenizer.pad_token_id, left=True)
-
-    @torch.no_grad()
     def generate(self, indices: List[int]) -> List[str]:
         """Greedy responses to the test prompts ``indices`` (at most ``settings.max_new_tokens`` tokens each)."""
-        from transformers import GenerationConfig
-
-        self.model.eval()
-        config = GenerationConfig(
-            max_new_tokens=self.settings.max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-        )
-        responses: List[str] = []
-        for b in range(0, len(indices), self.settings.eval_batch_size):
-            input_ids, mask = self._prompt_batch(indices[b : b + self.settings.eval_batch_size])
-            with self.autocast():
-                out = self.model.backbone.generate(
-                    input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), generation_config=config
-                )
-            responses += self.tokenizer.batch_decode(out[:, input_ids.shape[1] :].cpu(), skip_special_tokens=True)
-        return responses
+        with self.autocast():
+            return generate_greedy(
+                self.model.backbone,
+                self.tokenizer,
+                [self._prompts[i] for i in indices],
+                self.settings.max_new_tokens,
+                self.settings.eval_batch_size,
+                self.device,
+            )
 
     def evaluate(self, indices: Optional[List[int]] = None) -> float:
         """Exact match in [0, 1] of greedy responses on the site's test split (or the test examples ``indices``).
@@ -132,14 +141,8 @@ class CausalLMSiteTrainer(SiteTrainer):
         :meth:`extra_metrics`.
         """
         chosen = list(range(self.n_test)) if indices is None else list(indices)
-        order = sorted(chosen, key=lambda i: len(self._prompts[i]))  # similar lengths share a batch: less padding
-        self.predictions = dict(zip(order, self.generate(order)))
-        if not order:
-            self._metrics = {"exact_match": 0.0, "rouge_l": 0.0}
-            return 0.0
-        exact = sum(normalize_answer(self.predictions[i]) == normalize_answer(self._references[i]) for i in order)
-        rouge = sum(self._scorer.score(self._references[i], self.predictions[i])["rougeL"].fmeasure for i in order)
-        self._metrics = {"exact_match": exact / len(order), "rouge_l": rouge / len(order)}
+        self.predictions = dict(zip(chosen, self.generate(chosen)))
+        self._metrics = score_responses([self.predictions[i] for i in chosen], [self._references[i] for i in chosen])
         return self._metrics["exact_match"]
 
     def extra_metrics(self) -> Dict[str, float]:

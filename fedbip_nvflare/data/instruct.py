@@ -146,8 +146,13 @@ def _text_field(path: str, where: str, record: Mapping[str, Any], key: str, requ
     return value.strip()
 
 
-def read_instruct_file(path: str) -> list[InstructExample]:
+def read_instruct_file(path: str, require_output: bool = True) -> list[InstructExample]:
     """Reads a JSON-lines file (or a ``.json`` array) of ``{"instruction", "input" (optional), "output"}`` objects.
+
+    Args:
+        path: The file.
+        require_output: Every record needs a non-empty ``output`` (training and test data); without it (prompts to
+            answer), ``output`` is optional and ``""`` where absent.
 
     Raises:
         FileNotFoundError: The file does not exist.
@@ -160,13 +165,14 @@ def read_instruct_file(path: str) -> list[InstructExample]:
     for where, record in read_json_objects(path):
         if not isinstance(record, dict):
             raise ValueError(f"{path}: {where}: expected an object with 'instruction' and 'output', got {record!r:.80}")
-        missing = [k for k in ("instruction", "output") if k not in record]
+        required = ("instruction", "output") if require_output else ("instruction",)
+        missing = [k for k in required if k not in record]
         if missing:
             raise ValueError(f"{path}: {where}: missing field(s) {missing}; found {sorted(record)}")
         examples.append(
             InstructExample(
                 instruction=_text_field(path, where, record, "instruction", True),
-                output=_text_field(path, where, record, "output", True),
+                output=_text_field(path, where, record, "output", require_output),
                 input=_text_field(path, where, record, "input", False),
             )
         )

@@ -17,12 +17,13 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from fedbip_nvflare import assets
+from fedbip_nvflare.data.batching import pad_sequences
 from fedbip_nvflare.models.lora import LoraSettings
 from fedbip_nvflare.models.resolve import resolve_model_path
 
@@ -195,6 +196,27 @@ class CausalLM(nn.Module):
             raise ValueError(f"a causal LM has no classification head, got head tensors {sorted(state)[:3]}")
 
 
+def load_pretrained_causal_lm(source: CausalLMSource, dtype: torch.dtype = torch.float32) -> Tuple[nn.Module, "object"]:
+    """The pre-trained ``AutoModelForCausalLM`` (from the dequantized copy of a GGUF model) and its tokenizer.
+
+    Args:
+        source: Where the model is (:func:`locate_causal_lm`).
+        dtype: dtype of the weights.
+
+    Returns:
+        ``(model, tokenizer)``; the tokenizer has a pad token, which the model's generation config uses.
+    """
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # NVFlare interleaves many processes' logs: no progress bars
+    tokenizer = load_causal_lm_tokenizer(source)
+    files = loadable_source(source)
+    model = AutoModelForCausalLM.from_pretrained(files.path, dtype=dtype, **files.kwargs())
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
 def build_causal_lm(
     model_name_or_path: str,
     lora: LoraSettings,
@@ -219,16 +241,10 @@ def build_causal_lm(
         ValueError: LoRA targets match no module of the model.
     """
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # NVFlare interleaves many processes' logs: no progress bars
     source = locate_causal_lm(model_name_or_path)
-    tokenizer = load_causal_lm_tokenizer(source)
+    base, tokenizer = load_pretrained_causal_lm(source, dtype)
     torch.manual_seed(seed)
-    files = loadable_source(source)
-    base = AutoModelForCausalLM.from_pretrained(files.path, dtype=dtype, **files.kwargs())
-    base.generation_config.pad_token_id = tokenizer.pad_token_id
     if gradient_checkpointing:
         base.enable_input_require_grads()
     try:
@@ -238,6 +254,51 @@ def build_causal_lm(
             f"LoRA target modules {list(lora.target_modules)} do not match modules of {model_name_or_path!r}: {e}"
         ) from e
     return CausalLM(peft_model), tokenizer, source
+
+
+@torch.no_grad()
+def generate_greedy(
+    model: nn.Module,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    batch_size: int,
+    device: torch.device,
+) -> List[str]:
+    """Greedy responses of a causal LM to tokenised prompts, decoded without special tokens.
+
+    Prompts of similar length share a batch (less padding); each batch is left-padded, so generation continues
+    every row from its own last token. The model is put in eval mode.
+
+    Args:
+        model: An HF causal LM (e.g. a ``peft.PeftModel`` around one) with ``generate``.
+        tokenizer: Its tokenizer (with a pad and an EOS token, see :func:`load_causal_lm_tokenizer`).
+        prompts: Token ids of each prompt (e.g. from :func:`fedbip_nvflare.data.instruct.encode_prompt`).
+        max_new_tokens: Most tokens generated per prompt (generation also stops at EOS).
+        batch_size: Prompts per ``generate`` call.
+        device: Where the model is.
+
+    Returns:
+        One response per prompt, in the order of ``prompts``.
+    """
+    from transformers import GenerationConfig
+
+    model.eval()
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    responses: List[str] = [""] * len(prompts)
+    for b in range(0, len(order), batch_size):
+        batch = order[b : b + batch_size]
+        input_ids, mask = pad_sequences([prompts[i] for i in batch], tokenizer.pad_token_id, left=True)
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        for i, text in zip(batch, tokenizer.batch_decode(out[:, input_ids.shape[1] :].cpu(), skip_special_tokens=True)):
+            responses[i] = text
+    return responses
 
 
 def causal_lm_backbone(model_path: str) -> Tuple[nn.Module, int]:
