@@ -6,8 +6,6 @@ on top of the pre-trained base model; :func:`generate_file` answers the instruct
 used in training, and scores the answers where the file has reference outputs.
 """
 
-import json
-import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -15,34 +13,10 @@ import torch
 from fedbip_nvflare.client.causal_lm import GENERATION_FILE, score_responses
 from fedbip_nvflare.data.instruct import encode_prompt, read_instruct_file
 from fedbip_nvflare.models.causal_lm import generate_greedy, load_pretrained_causal_lm, locate_causal_lm
-from fedbip_nvflare.predict import ADAPTER_CONFIG_FILE, check_positive
+from fedbip_nvflare.predict import attach_adapter, base_model_of, check_positive, read_folder_info
 
 RESPONSE_FIELDS = ("instruction", "input", "response")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def read_generation_info(adapter_dir: str) -> Dict[str, Any]:
-    """``generation.json`` of a personalized causal-LM folder.
-
-    Raises:
-        FileNotFoundError: The folder, its ``generation.json`` or its adapter is missing.
-        ValueError: ``generation.json`` is not a JSON object.
-    """
-    for name in (GENERATION_FILE, ADAPTER_CONFIG_FILE):
-        if not os.path.isfile(os.path.join(adapter_dir, name)):
-            raise FileNotFoundError(
-                f"{adapter_dir} has no {name}: a personalized causal-LM folder needs {ADAPTER_CONFIG_FILE} (with the "
-                f"adapter weights) and {GENERATION_FILE}, as written by CausalLMSiteTrainer.save_personalized"
-            )
-    path = os.path.join(adapter_dir, GENERATION_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON: {e}") from e
-    if not isinstance(info, dict):
-        raise ValueError(f"{path}: expected a JSON object with 'base_model', got {info!r:.80}")
-    return info
 
 
 def load_personalized_lm(
@@ -70,30 +44,12 @@ def load_personalized_lm(
         ValueError: ``generation.json`` is malformed or names no base model (and ``model`` is None), an unknown
             ``precision``, or the adapter does not fit the base model.
     """
-    from peft import PeftModel
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if not os.path.isdir(adapter_dir):
-        raise FileNotFoundError(
-            f"personalized model folder not found: {adapter_dir}; pass the folder a site saved its personalized "
-            "model to (its personalized_adapter folder)"
-        )
-    info = read_generation_info(adapter_dir)
-    base = model if model is not None else info.get("base_model")
-    if not isinstance(base, str) or not base.strip():
-        raise ValueError(
-            f"{os.path.join(adapter_dir, GENERATION_FILE)} names no 'base_model': pass the base model the adapter "
-            "was trained on (model=... / --model)"
-        )
+    info = read_folder_info(adapter_dir, GENERATION_FILE, [], "CausalLMSiteTrainer.save_personalized")
+    base = base_model_of(adapter_dir, GENERATION_FILE, info, model)
     lm, tokenizer = load_pretrained_causal_lm(locate_causal_lm(base), PRECISIONS[precision])
-    try:
-        peft_model = PeftModel.from_pretrained(lm, adapter_dir, is_trainable=False)
-    except (ValueError, RuntimeError, KeyError) as e:
-        raise ValueError(
-            f"cannot load the adapter in {adapter_dir} onto base model {base!r}: {e}; pass the base model the "
-            "adapter was trained on (model=... / --model)"
-        ) from e
+    peft_model = attach_adapter(lm, adapter_dir, base)
     peft_model.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     peft_model.eval()
     return peft_model, tokenizer, info

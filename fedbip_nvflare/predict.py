@@ -28,20 +28,72 @@ PREDICTION_FIELDS = ("text", "label", "score")
 _SEPARATORS = {".csv": ",", ".tsv": "\t"}
 
 
-def _read_labels(adapter_dir: str) -> Dict[str, Any]:
-    path = os.path.join(adapter_dir, LABELS_FILE)
+def read_folder_info(adapter_dir: str, info_file: str, required: Sequence[str], written_by: str) -> Dict[str, Any]:
+    """The JSON object ``info_file`` of a personalized model folder, after checking the folder has its files.
+
+    Args:
+        adapter_dir: The folder.
+        info_file: Its description file (``labels.json``, ``generation.json``).
+        required: Further files it must hold besides ``adapter_config.json`` and ``info_file``.
+        written_by: What writes such folders (named in the errors).
+
+    Raises:
+        FileNotFoundError: The folder or one of its files is missing.
+        ValueError: ``info_file`` is not a JSON object.
+    """
+    if not os.path.isdir(adapter_dir):
+        raise FileNotFoundError(
+            f"personalized model folder not found: {adapter_dir}; pass the folder a site saved its personalized "
+            f"model to ({written_by})"
+        )
+    needed = [ADAPTER_CONFIG_FILE, *required, info_file]
+    for name in needed:
+        if not os.path.isfile(os.path.join(adapter_dir, name)):
+            raise FileNotFoundError(
+                f"{adapter_dir} has no {name}: a personalized model folder needs {', '.join(needed)} (and the adapter "
+                f"weights), as written by {written_by}"
+            )
+    path = os.path.join(adapter_dir, info_file)
     try:
         with open(path, encoding="utf-8") as f:
             info = json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: invalid JSON: {e}") from e
     if not isinstance(info, dict):
-        raise ValueError(f"{path}: expected a JSON object with 'label_names' and 'base_model', got {info!r:.80}")
-    names = info.get("label_names")
-    if not isinstance(names, list) or len(names) < 2:
-        raise ValueError(f"{path}: 'label_names' must be a list of at least 2 class names, got {names!r:.80}")
-    info["label_names"] = [str(n) for n in names]
+        raise ValueError(f"{path}: expected a JSON object with 'base_model', got {info!r:.80}")
     return info
+
+
+def base_model_of(adapter_dir: str, info_file: str, info: Dict[str, Any], model: Optional[str]) -> str:
+    """``model`` if given, else the ``base_model`` that the folder's ``info_file`` names.
+
+    Raises:
+        ValueError: Neither names a base model.
+    """
+    base = model if model is not None else info.get("base_model")
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(
+            f"{os.path.join(adapter_dir, info_file)} names no 'base_model': pass the base model the adapter was "
+            "trained on (model=... / --model)"
+        )
+    return base
+
+
+def attach_adapter(base_model: Any, adapter_dir: str, base_name: str) -> Any:
+    """``PeftModel.from_pretrained(base_model, adapter_dir)`` for inference.
+
+    Raises:
+        ValueError: The adapter does not fit the base model (named ``base_name`` in the message).
+    """
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(base_model, adapter_dir, is_trainable=False)
+    except (ValueError, RuntimeError, KeyError) as e:
+        raise ValueError(
+            f"cannot load the adapter in {adapter_dir} onto base model {base_name!r}: {e}; pass the base model the "
+            "adapter was trained on (model=... / --model)"
+        ) from e
 
 
 def load_personalized(
@@ -69,42 +121,24 @@ def load_personalized(
         ValueError: ``labels.json`` is malformed or names no base model (and ``model`` is None), or the
             adapter or head does not fit the base model or the label names.
     """
-    from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    if not os.path.isdir(adapter_dir):
-        raise FileNotFoundError(
-            f"personalized model folder not found: {adapter_dir}; pass the folder a site saved its personalized "
-            "model to (TextSiteTrainer.save_personalized)"
-        )
-    for name in (ADAPTER_CONFIG_FILE, HEAD_FILE, LABELS_FILE):
-        if not os.path.isfile(os.path.join(adapter_dir, name)):
-            raise FileNotFoundError(
-                f"{adapter_dir} has no {name}: a personalized model folder needs {ADAPTER_CONFIG_FILE} (with the "
-                f"adapter weights), {HEAD_FILE} and {LABELS_FILE}, as written by TextSiteTrainer.save_personalized"
-            )
-    info = _read_labels(adapter_dir)
-    label_names: List[str] = info["label_names"]
-    base = model if model is not None else info.get("base_model")
-    if not isinstance(base, str) or not base.strip():
+    info = read_folder_info(adapter_dir, LABELS_FILE, [HEAD_FILE], "TextSiteTrainer.save_personalized")
+    names = info.get("label_names")
+    if not isinstance(names, list) or len(names) < 2:
         raise ValueError(
-            f"{os.path.join(adapter_dir, LABELS_FILE)} names no 'base_model': pass the base model the adapter was "
-            "trained on (model=... / --model)"
+            f"{os.path.join(adapter_dir, LABELS_FILE)}: 'label_names' must be a list of at least 2 class names, "
+            f"got {names!r:.80}"
         )
+    label_names = [str(n) for n in names]
+    base = base_model_of(adapter_dir, LABELS_FILE, info, model)
     path = resolve_model_path(base)
 
     hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    backbone = AutoModel.from_pretrained(path)
-    try:
-        peft_backbone = PeftModel.from_pretrained(backbone, adapter_dir, is_trainable=False)
-    except (ValueError, RuntimeError, KeyError) as e:
-        raise ValueError(
-            f"cannot load the adapter in {adapter_dir} onto base model {base!r}: {e}; pass the base model the "
-            "adapter was trained on (model=... / --model)"
-        ) from e
+    peft_backbone = attach_adapter(AutoModel.from_pretrained(path), adapter_dir, base)
 
     classifier = TextClassifier(peft_backbone, len(label_names))
     head = load_file(os.path.join(adapter_dir, HEAD_FILE))
