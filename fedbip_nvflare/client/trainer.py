@@ -110,6 +110,18 @@ class SiteTrainer:
         return {}
 
     # -- shared ---------------------------------------------------------------------------------------------------
+    def _write_labels(self, directory: str, **extra: Any) -> None:
+        """Writes ``labels.json``: the task, its label names (logit ``i`` is ``label_names[i]``), the base model and
+        ``extra`` entries."""
+        info = {
+            "task": self.data.task,
+            "label_names": list(self.data.label_names),
+            "base_model": self.model_name_or_path,
+            **extra,
+        }
+        with open(os.path.join(directory, LABELS_FILE), "w") as f:
+            json.dump(info, f, indent=2)
+
     def _enable_gradient_checkpointing(self) -> None:
         backbone = self.model.backbone
         kwargs = {"use_reentrant": False}  # no need for inputs that require grad (frozen embeddings)
@@ -378,13 +390,4 @@ class TextSiteTrainer(SiteTrainer):
 
     def _personalized_files(self, directory: str) -> None:
         """``labels.json``: task, label names and base model (``AutoModel.from_pretrained(base)`` + the adapter)."""
-        with open(os.path.join(directory, LABELS_FILE), "w") as f:
-            json.dump(
-                {
-                    "task": self.data.task,
-                    "label_names": list(self.data.label_names),
-                    "base_model": self.model_name_or_path,
-                },
-                f,
-                indent=2,
-            )
+        self._write_labels(directory)

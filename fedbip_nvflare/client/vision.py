@@ -1,13 +1,11 @@
 """Local LoRA fine-tuning of an image classifier on one site's images (the ``vision`` modality)."""
 
-import json
-import os
 from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from fedbip_nvflare.client.trainer import LABELS_FILE, SiteTrainer
+from fedbip_nvflare.client.trainer import SiteTrainer
 from fedbip_nvflare.data.images import ImageSplit, ImageTaskData, normalize
 from fedbip_nvflare.models.lora import LoraSettings
 from fedbip_nvflare.models.vision import build_image_classifier, image_input_dict
@@ -74,15 +72,4 @@ class ImageSiteTrainer(SiteTrainer):
 
     def _personalized_files(self, directory: str) -> None:
         """``labels.json``: task, label names, base model, modality and the input preprocessing (size, mean, std)."""
-        with open(os.path.join(directory, LABELS_FILE), "w") as f:
-            json.dump(
-                {
-                    "task": self.data.task,
-                    "label_names": list(self.data.label_names),
-                    "base_model": self.model_name_or_path,
-                    "modality": "vision",
-                    **image_input_dict(self.image_input, self._side),
-                },
-                f,
-                indent=2,
-            )
+        self._write_labels(directory, modality="vision", **image_input_dict(self.image_input, self._side))

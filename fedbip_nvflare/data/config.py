@@ -42,3 +42,19 @@ def checked_data_config(
 def label_space_of(label_names: Sequence[str]) -> str:
     """A fingerprint of label names in order: sites with equal fingerprints share one label space."""
     return hashlib.sha256(json.dumps(list(label_names)).encode()).hexdigest()[:16]
+
+
+class LabelledTask:
+    """Mixin of a task-data dataclass with ``label_names``: the label-space fingerprint and the class count."""
+
+    label_names: Sequence[str]
+
+    @property
+    def label_space(self) -> str:
+        """A fingerprint of the label names in order: sites with equal fingerprints share one label space."""
+        return label_space_of(self.label_names)
+
+    @property
+    def num_labels(self) -> int:
+        """Number of classes."""
+        return len(self.label_names)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedbip_nvflare.data.config import checked_data_config, label_space_of
+from fedbip_nvflare.data.config import LabelledTask, checked_data_config
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -50,7 +50,7 @@ class ImageSplit:
 
 
 @dataclass
-class ImageTaskData:
+class ImageTaskData(LabelledTask):
     """A site's image task: its name, label space and disjoint train/test splits.
 
     Attributes:
@@ -64,16 +64,6 @@ class ImageTaskData:
     label_names: list[str]
     train: ImageSplit
     test: ImageSplit
-
-    @property
-    def label_space(self) -> str:
-        """A fingerprint of the label names in order: sites with equal fingerprints share one label space."""
-        return label_space_of(self.label_names)
-
-    @property
-    def num_labels(self) -> int:
-        """Number of classes."""
-        return len(self.label_names)
 
     @property
     def image_size(self) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fedbip_nvflare.data.config import label_space_of
+from fedbip_nvflare.data.config import LabelledTask
 
 _SEPARATORS = {".csv": ",", ".tsv": "\t"}
 _JSON_EXTS = (".jsonl", ".json")
@@ -32,7 +32,7 @@ class TextSplit:
 
 
 @dataclass
-class TextTaskData:
+class TextTaskData(LabelledTask):
     """A site's task: its name, label space and disjoint train/test splits.
 
     Attributes:
@@ -46,16 +46,6 @@ class TextTaskData:
     label_names: list[str]
     train: TextSplit
     test: TextSplit
-
-    @property
-    def label_space(self) -> str:
-        """A fingerprint of the label names in order: sites with equal fingerprints share one label space."""
-        return label_space_of(self.label_names)
-
-    @property
-    def num_labels(self) -> int:
-        """Number of classes."""
-        return len(self.label_names)
 
 
 SHIFTED_SUFFIX = "-shifted"
