@@ -38,6 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from benchmarks.processes import pids_running_from  # noqa: E402
 from benchmarks.quality import git_commit  # noqa: E402
 from benchmarks.reporting import write_report  # noqa: E402
 
@@ -179,22 +180,6 @@ def run_spec(spec: JobSpec) -> int:
         print(f"job {spec.name} failed: {e}", flush=True)
         return 1
     return 0
-
-
-def pids_running_from(folder: str) -> List[int]:
-    """PIDs of live processes whose command line mentions ``folder`` (read from /proc)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if folder in cmdline:
-            pids.append(int(entry))
-    return pids
 
 
 def _kill_tree(proc: subprocess.Popen, folder: str) -> None:

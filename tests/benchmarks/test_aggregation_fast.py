@@ -2,15 +2,9 @@
 records every figure performance.md reports. No timing is asserted (times are the benchmark's output)."""
 
 import json
-import os
-import sys
 
 import pytest
 import torch
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:  # `benchmarks` is a repo-level package, not installed with fedbip_nvflare
-    sys.path.insert(0, REPO)
 
 from benchmarks import aggregation  # noqa: E402
 from benchmarks.pairwise_reference import pairwise_per_tensor, pairwise_personalized  # noqa: E402

@@ -7,15 +7,10 @@ ones (2 sites, 8 examples, max_length 16).
 import json
 import math
 import os
-import sys
 from typing import Dict, Tuple
 
 import pytest
 import torch
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:  # `benchmarks` is a repo-level package, not installed with fedbip_nvflare
-    sys.path.insert(0, REPO)
 
 from benchmarks import hostile  # noqa: E402
 

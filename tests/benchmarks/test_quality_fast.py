@@ -12,8 +12,6 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:  # `benchmarks` is a repo-level package, not installed with fedbip_nvflare
-    sys.path.insert(0, REPO)
 
 ALL_METHODS = [
     "probe",

@@ -6,13 +6,8 @@ No timing is asserted (timings depend on the machine); only that the numbers are
 import json
 import math
 import os
-import sys
 
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:  # `benchmarks` is a repo-level package, not installed with fedbip_nvflare
-    sys.path.insert(0, REPO)
 
 N_TRAIN = 6
 ROUNDS = 3

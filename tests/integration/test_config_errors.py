@@ -6,14 +6,9 @@ sent) and the site session a site builds on its first task (before it trains).
 """
 
 import os
-import sys
 
 import pytest
 from nvflare.apis.signal import Signal
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 from benchmarks import faults  # noqa: E402
 from fedbip_nvflare.client.settings import TrainSettings  # noqa: E402

@@ -6,14 +6,7 @@ stays separable. The checks (shared with ``python -m benchmarks.faults``) read t
 state, the fingerprints every site's ReceivedModelLog recorded and the logs.
 """
 
-import os
-import sys
-
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:  # `benchmarks` is a repo-level package, not installed with fedbip_nvflare
-    sys.path.insert(0, REPO)
 
 from benchmarks import faults  # noqa: E402
 

@@ -6,8 +6,7 @@ import os
 import subprocess
 import sys
 
-from processes import pids_running_from
-
+from benchmarks.processes import pids_running_from
 from fedbip_nvflare import assets
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

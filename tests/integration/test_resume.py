@@ -8,13 +8,8 @@ site trains; truncated files are refused by the state store with a clear error.
 
 import os
 import shutil
-import sys
 
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 from benchmarks import faults  # noqa: E402
 from fedbip_nvflare.server.state import ClientStateStore  # noqa: E402

@@ -1,4 +1,4 @@
-"""Processes a test started, found by a folder only they use (no pgrep needed)."""
+"""Processes a test or benchmark started, found by a folder only they use (no pgrep needed)."""
 
 import os
 
