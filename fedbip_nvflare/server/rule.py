@@ -1,5 +1,6 @@
 """One FedBip server round on plain tensors, shared by FedBipController and the drop-in aggregator."""
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -9,6 +10,13 @@ from fedbip_nvflare.core import apply_update, clip_to_median_norm, combine_by_sp
 from fedbip_nvflare.models import is_head
 
 Params = Dict[str, torch.Tensor]
+logger = logging.getLogger(__name__)
+
+KEEP_CENTERED_WARNING = (
+    "negative='keep' with center_similarity: centred cosines of a round sum to about 0, so weight rows nearly "
+    "cancel and 'keep' scales their updates by sum|S| / sum S (unbounded); use negative='keep-bounded' or 'clip' "
+    "unless this amplification is what you study"
+)
 
 
 def matrix_json(m) -> object:
@@ -47,6 +55,10 @@ class FedBipRule:
     center: bool = False
     norm_bound: Optional[float] = None
     streaming: bool = False
+
+    def __post_init__(self) -> None:
+        if self.negative == "keep" and self.center:
+            logger.warning(KEEP_CENTERED_WARNING)
 
     def apply(
         self,

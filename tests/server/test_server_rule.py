@@ -1,11 +1,13 @@
-"""FedBipRule (the server round shared by the controller and the drop-in aggregator): the norm bound option."""
+"""FedBipRule (the server round shared by the controller and the drop-in aggregator): norm bound, option warnings."""
+
+import logging
 
 import pytest
 import torch
 
 from fedbip_nvflare.core import l2_norm
 from fedbip_nvflare.server.controller import FedBipController
-from fedbip_nvflare.server.rule import FedBipRule
+from fedbip_nvflare.server.rule import KEEP_CENTERED_WARNING, FedBipRule
 
 
 def _round(hostile_scale: float):
@@ -56,3 +58,15 @@ def test_streaming_rule_gives_the_same_models_with_heads_per_label_space(layerwi
         for name in sent[c]:
             assert torch.allclose(batch[c][name], streamed[c][name], atol=1e-6)
     assert torch.equal(streamed["c"]["head.weight"], returned["c"]["head.weight"])  # alone in its space
+
+
+def test_keep_with_centred_similarity_warns_and_the_safe_policies_do_not(caplog):
+    with caplog.at_level(logging.WARNING, logger="fedbip_nvflare.server.rule"):
+        FedBipRule(negative="keep", center=True)
+    assert KEEP_CENTERED_WARNING in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fedbip_nvflare.server.rule"):
+        FedBipRule(negative="keep-bounded", center=True)
+        FedBipRule(negative="clip", center=True)
+        FedBipRule(negative="keep", center=False)
+    assert not caplog.records
