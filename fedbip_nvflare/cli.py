@@ -21,15 +21,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     predict = sub.add_parser(
         "predict",
         help="labels (classifiers) or answers (causal LMs) from a site's personalized model folder",
-        description="A classifier's folder (labels.json) labels texts; a causal LM's (generation.json) answers "
-        "instructions, scored when the input has reference outputs.",
+        description="A classifier's folder (labels.json) labels texts or images; a causal LM's (generation.json) "
+        "answers instructions, scored when the input has reference outputs.",
     )
     predict.add_argument("--adapter", required=True, help="a site's personalized_adapter folder")
     predict.add_argument(
         "--input",
         required=True,
-        help="classifier: texts in .txt (one per line), .csv/.tsv or .jsonl with 'text'; causal LM: .jsonl with "
-        "'instruction', optional 'input' and 'output'",
+        help="text classifier: texts in .txt (one per line), .csv/.tsv or .jsonl with 'text'; image classifier: an "
+        "image or a folder of images; causal LM: .jsonl with 'instruction', optional 'input' and 'output'",
     )
     predict.add_argument("--output", default=None, help="write predictions to this .jsonl or .csv file")
     predict.add_argument("--model", default=None, help="base model (default: the one the folder names)")
@@ -61,11 +61,18 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """``fedbip predict``: a causal LM's folder (``generation.json``) answers, a classifier's labels."""
+    """``fedbip predict``: a causal LM's folder (``generation.json``) answers; an image or text classifier's labels."""
     import os
 
     from fedbip_nvflare.client.causal_lm import GENERATION_FILE
-    from fedbip_nvflare.predict import OUTPUT_EXTENSIONS, format_predictions, predict_file, write_predictions
+    from fedbip_nvflare.predict import (
+        OUTPUT_EXTENSIONS,
+        PREDICTION_FIELDS,
+        format_predictions,
+        predict_file,
+        write_predictions,
+    )
+    from fedbip_nvflare.predict_images import IMAGE_PREDICTION_FIELDS, is_image_classifier, predict_images
 
     if args.output and os.path.splitext(args.output)[1].lower() not in OUTPUT_EXTENSIONS:
         print(f"fedbip predict: --output {args.output}: use a file ending in {' or '.join(OUTPUT_EXTENSIONS)}")
@@ -84,13 +91,16 @@ def _predict(args: argparse.Namespace) -> int:
             )
             print(format_responses(rows, scores))
             fields = response_fields(rows)
+        elif is_image_classifier(args.adapter):
+            rows = predict_images(args.adapter, args.input, model=args.model)
+            print(format_predictions(rows, item="image"))
+            fields = IMAGE_PREDICTION_FIELDS
         else:
             rows = predict_file(args.adapter, args.input, model=args.model, max_length=args.max_length or 128)
             print(format_predictions(rows))
-            fields = None
+            fields = PREDICTION_FIELDS
         if args.output:
-            written = write_predictions(rows, args.output, fields) if fields else write_predictions(rows, args.output)
-            print(f"predictions written to {written}")
+            print(f"predictions written to {write_predictions(rows, args.output, fields)}")
     except (FileNotFoundError, ValueError) as e:
         print(f"fedbip predict: {e}")
         return 1

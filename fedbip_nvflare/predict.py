@@ -121,18 +121,11 @@ def load_personalized(
         ValueError: ``labels.json`` is malformed or names no base model (and ``model`` is None), or the
             adapter or head does not fit the base model or the label names.
     """
-    from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     info = read_folder_info(adapter_dir, LABELS_FILE, [HEAD_FILE], "TextSiteTrainer.save_personalized")
-    names = info.get("label_names")
-    if not isinstance(names, list) or len(names) < 2:
-        raise ValueError(
-            f"{os.path.join(adapter_dir, LABELS_FILE)}: 'label_names' must be a list of at least 2 class names, "
-            f"got {names!r:.80}"
-        )
-    label_names = [str(n) for n in names]
+    label_names = read_label_names(adapter_dir, info)
     base = base_model_of(adapter_dir, LABELS_FILE, info, model)
     path = resolve_model_path(base)
 
@@ -141,19 +134,65 @@ def load_personalized(
     peft_backbone = attach_adapter(AutoModel.from_pretrained(path), adapter_dir, base)
 
     classifier = TextClassifier(peft_backbone, len(label_names))
+    load_private_head(classifier, adapter_dir, base)
+    classifier.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    classifier.eval()
+    return classifier, tokenizer, label_names
+
+
+def read_label_names(adapter_dir: str, info: Dict[str, Any]) -> List[str]:
+    """``label_names`` of a classifier folder's ``labels.json`` (``info``), as strings.
+
+    Raises:
+        ValueError: Not a list of at least 2 names.
+    """
+    names = info.get("label_names")
+    if not isinstance(names, list) or len(names) < 2:
+        raise ValueError(
+            f"{os.path.join(adapter_dir, LABELS_FILE)}: 'label_names' must be a list of at least 2 class names, "
+            f"got {names!r:.80}"
+        )
+    return [str(n) for n in names]
+
+
+def load_private_head(classifier: Any, adapter_dir: str, base: str) -> None:
+    """Loads the folder's ``head.safetensors`` into ``classifier.head`` (an ``nn.Linear``).
+
+    Raises:
+        ValueError: The saved head's shapes differ from the classifier's (named with ``base``, the base model).
+    """
+    from safetensors.torch import load_file
+
     head = load_file(os.path.join(adapter_dir, HEAD_FILE))
     expected = {"head.weight": tuple(classifier.head.weight.shape), "head.bias": tuple(classifier.head.bias.shape)}
     found = {k: tuple(v.shape) for k, v in head.items()}
     if found != expected:
         raise ValueError(
             f"{os.path.join(adapter_dir, HEAD_FILE)} holds {found}, expected {expected} for "
-            f"{len(label_names)} labels on base model {base!r}: the head, {LABELS_FILE} and the base model must "
-            "come from the same personalized model"
+            f"{classifier.head.out_features} labels on base model {base!r}: the head, {LABELS_FILE} and the base "
+            "model must come from the same personalized model"
         )
     classifier.load_head_state(head)
-    classifier.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
-    classifier.eval()
-    return classifier, tokenizer, label_names
+
+
+def check_label_count(label_names: Sequence[str], num_classes: int) -> None:
+    """Raises ValueError unless there is one label name per class of the model."""
+    if len(label_names) != num_classes:
+        raise ValueError(
+            f"{len(label_names)} label names for a model with {num_classes} classes: the label names must be the "
+            "ones the model was trained with"
+        )
+
+
+def top_labels(logits: torch.Tensor, label_names: Sequence[str]) -> List[Tuple[str, float]]:
+    """``(label, softmax probability)`` of each row's arg-max logit.
+
+    Raises:
+        ValueError: The number of label names differs from the number of logits per row.
+    """
+    check_label_count(label_names, logits.shape[-1])
+    scores, labels = torch.softmax(logits.float(), dim=-1).max(dim=-1)
+    return [(str(label_names[int(y)]), float(p)) for y, p in zip(labels.tolist(), scores.tolist())]
 
 
 def read_inputs(path: str) -> List[str]:
@@ -276,17 +315,11 @@ def predict(
         ValueError: The number of label names differs from the model's number of classes, or a bad
             ``max_length`` / ``batch_size``.
     """
-    if len(label_names) != model.head.out_features:
-        raise ValueError(
-            f"{len(label_names)} label names for a model with {model.head.out_features} classes: the label names "
-            "must be the ones the model was trained with"
-        )
+    check_label_count(label_names, model.head.out_features)
     logits = predict_logits(model, tokenizer, texts, max_length=max_length, batch_size=batch_size)
-    probs = torch.softmax(logits, dim=-1)
-    scores, labels = probs.max(dim=-1)
     return [
-        {"text": str(text), "label": str(label_names[int(y)]), "score": float(s)}
-        for text, y, s in zip(texts, labels.tolist(), scores.tolist())
+        {"text": str(text), "label": label, "score": score}
+        for text, (label, score) in zip(texts, top_labels(logits, label_names))
     ]
 
 
@@ -360,24 +393,25 @@ def write_predictions(
     return output_path
 
 
-def format_predictions(rows: Sequence[Dict[str, Any]], max_text: int = 80) -> str:
+def format_predictions(rows: Sequence[Dict[str, Any]], max_text: int = 80, item: str = "text") -> str:
     """A plain-text table of predictions for printing: label, score (3 decimals) and text.
 
     Line breaks in a text are shown as spaces and texts longer than ``max_text`` characters are cut, ending
     with ``...``.
 
     Args:
-        rows: Predictions from :func:`predict` / :func:`predict_file`.
+        rows: Predictions from :func:`predict` / :func:`predict_file` (or image predictions).
         max_text: Maximum characters of text shown per row (at least 4).
+        item: The key of what was classified (``"text"``, or ``"image"`` for image paths).
 
     Returns:
         The table, one line per prediction under a header line, without a trailing newline.
     """
     max_text = max(4, int(max_text))
     width = max([len("label")] + [len(str(row["label"])) for row in rows])
-    lines = [f"{'label':<{width}}  {'score':>5}  text"]
+    lines = [f"{'label':<{width}}  {'score':>5}  {item}"]
     for row in rows:
-        text = " ".join(str(row["text"]).split())
+        text = " ".join(str(row[item]).split())
         if len(text) > max_text:
             text = text[: max_text - 3] + "..."
         lines.append(f"{str(row['label']):<{width}}  {float(row['score']):.3f}  {text}")

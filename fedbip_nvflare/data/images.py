@@ -165,7 +165,13 @@ def _image_files(root: str) -> tuple[list[str], list[str]]:
     return paths, labels
 
 
-def _read_images(paths: Sequence[str], image_size: int) -> np.ndarray:
+def read_images(paths: Sequence[str], image_size: int) -> np.ndarray:
+    """Image files as uint8 ``[N, image_size, image_size, 3]`` (resized and centre-cropped like site data, grey
+    and RGBA as RGB).
+
+    Raises:
+        ValueError: A file is not a readable image (named).
+    """
     from PIL import Image, UnidentifiedImageError
 
     out = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
@@ -310,7 +316,7 @@ def _fitted(items: Sequence[str] | np.ndarray, idx: np.ndarray, image_size: int)
     """The images ``idx`` of a list of files or of an array, as uint8 ``[len(idx), S, S, 3]``."""
     if isinstance(items, np.ndarray):
         return fit_images(items[idx], image_size)
-    return _read_images([items[i] for i in idx], image_size)
+    return read_images([items[i] for i in idx], image_size)
 
 
 def load_image_task_data(data: Mapping[str, Any] | None, site_name: str) -> ImageTaskData:

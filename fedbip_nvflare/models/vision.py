@@ -134,6 +134,11 @@ def load_vision_backbone(model_name_or_path: str) -> Tuple[nn.Module, ImageInput
     return backbone, image_input
 
 
+def backbone_feature_size(backbone: nn.Module) -> int:
+    """Size of the pooled features of a backbone from :func:`load_vision_backbone`."""
+    return FEATURE_SIZE if isinstance(backbone, MobileNetV2) else _hf_feature_size(backbone.config)
+
+
 class ImageClassifier(PrivateHeadMixin, nn.Module):
     """Backbone (wrapped by peft) → pooled features → linear head.
 
@@ -196,7 +201,7 @@ def build_image_classifier(
         raise ValueError(f"a classification task needs at least 2 labels, got {num_labels}")
     torch.manual_seed(seed)
     backbone, image_input = load_vision_backbone(model_name_or_path)
-    feature_size = FEATURE_SIZE if isinstance(backbone, MobileNetV2) else _hf_feature_size(backbone.config)
+    feature_size = backbone_feature_size(backbone)
     try:
         peft_backbone = get_peft_model(backbone, lora.peft_config())
     except ValueError as e:

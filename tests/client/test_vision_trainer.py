@@ -1,6 +1,7 @@
 """The vision site trainer on the real MobileNetV2 and real suite images, and on a tiny HF ViT built from a config."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -151,3 +152,34 @@ def test_gradient_checkpointing_is_refused_clearly_for_mobilenet():
     data = load_image_task_data({**DATA, "n_train": 4, "n_test": 4}, "site-6")
     with pytest.raises(ValueError, match="does not support gradient checkpointing"):
         ImageSiteTrainer(MODEL, data, LORA, TrainSettings(num_threads=1, gradient_checkpointing=True))
+
+
+def test_fedbip_predict_labels_image_files_like_the_site_model(trainer, tmp_path, capsys):
+    from PIL import Image
+
+    from fedbip_nvflare.cli import main
+    from fedbip_nvflare.predict_images import image_files, is_image_classifier, predict_images
+
+    directory = trainer.save_personalized(str(tmp_path / "adapter"))
+    assert is_image_classifier(directory)
+    images = tmp_path / "images"
+    for i in range(6):  # 32 px PNGs: read back at the saved image_size, the pixels are the site's own
+        (images / ("sub" if i % 2 else "")).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(trainer._test.images[i]).save(images / ("sub" if i % 2 else "") / f"img{i}.png")
+    rows = predict_images(directory, str(images))
+    order = [int(os.path.basename(r["image"])[3:-4]) for r in rows]
+    assert sorted(order) == list(range(6)) and [r["image"] for r in rows] == image_files(str(images))
+    x, _ = trainer._batch(trainer._test, order)
+    trainer.model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(trainer.model(x), dim=-1)
+    expected = [trainer.data.label_names[int(k)] for k in probs.argmax(dim=-1)]
+    assert [r["label"] for r in rows] == expected
+    assert [r["score"] for r in rows] == pytest.approx(probs.max(dim=-1).values.tolist(), abs=1e-5)
+
+    out = tmp_path / "labels.csv"
+    assert main(["predict", "--adapter", directory, "--input", str(images), "--output", str(out)]) == 0
+    assert out.read_text().splitlines()[0] == "image,label,score" and len(out.read_text().splitlines()) == 7
+    (images / "notes.png").write_text("not an image")
+    assert main(["predict", "--adapter", directory, "--input", str(images)]) == 1
+    assert "notes.png: not a readable image" in capsys.readouterr().out
