@@ -79,21 +79,22 @@ def client_columns(runs: Runs) -> List[Tuple[str, str]]:
     return list(columns.items())
 
 
-def _accuracies(results: Mapping[str, Any]) -> Dict[str, float]:
-    return {s: float(c["accuracy"]) for s, c in results["clients"].items() if _finite(c.get("accuracy"))}
+def _accuracies(results: Mapping[str, Any], metric: str = "accuracy") -> Dict[str, float]:
+    return {s: float(c[metric]) for s, c in results["clients"].items() if _finite(c.get(metric))}
 
 
-def accuracy_rows(runs: Runs, methods: Sequence[str]) -> List[List[str]]:
+def accuracy_rows(runs: Runs, methods: Sequence[str], metric: str = "accuracy") -> List[List[str]]:
     """Rows of the final-accuracy table: method, each client, mean over clients, mean and worst gap to Local.
 
     Every cell is mean ± std over seeds (in %). The gaps are paired by seed and client: per seed,
     ``acc_m(c) − acc_local(c)`` over the clients both have, averaged (mean gap) or minimised (worst client).
+    ``metric``: the clients' results key tabulated (``"accuracy"``: the primary metric; e.g. ``"rouge_l"``).
     """
     columns = [site for site, _ in client_columns(runs)]
-    local = {seed: _accuracies(r) for seed, r in runs.get(LOCAL, {}).items()}
+    local = {seed: _accuracies(r, metric) for seed, r in runs.get(LOCAL, {}).items()}
     rows = []
     for method in methods:
-        by_seed = {seed: _accuracies(r) for seed, r in runs.get(method, {}).items()}
+        by_seed = {seed: _accuracies(r, metric) for seed, r in runs.get(method, {}).items()}
         cells = [fmt([acc[s] for acc in by_seed.values() if s in acc]) for s in columns]
         means = [_mean(list(acc.values())) for acc in by_seed.values() if acc]
         gaps = [
@@ -106,6 +107,11 @@ def accuracy_rows(runs: Runs, methods: Sequence[str]) -> List[List[str]]:
             + ([fmt([_mean(g) for g in gaps], True), fmt([min(g) for g in gaps], True)] if has_gap else ["-", "-"])
         )
     return rows
+
+
+def records_results(runs: Runs) -> List[Mapping[str, Any]]:
+    """Every run's results, flattened over methods and seeds."""
+    return [r for by_seed in runs.values() for r in by_seed.values()]
 
 
 def accuracy_curves(runs: Runs) -> Dict[str, Dict[str, List[float]]]:
@@ -239,7 +245,12 @@ def write_summary(output: str) -> str:
     seeds = sorted({int(r["seed"]) for r in records})
 
     header = ["method", *[f"{site} ({task})" for site, task in client_columns(runs)], "mean"]
-    acc_table = markdown_table(header + ["Δ mean vs local", "worst-client Δ vs local"], accuracy_rows(runs, methods))
+    header += ["Δ mean vs local", "worst-client Δ vs local"]
+    acc_table = markdown_table(header, accuracy_rows(runs, methods))
+    # Generated answers (causal LMs): accuracy is exact match; ROUGE-L F1 gives partial credit.
+    metric = "exact match" if spec.get("modality") == "causal-lm" else "accuracy"
+    has_rouge = any("rouge_l" in c for r in records_results(runs) for c in r["clients"].values())
+    rouge_table = markdown_table(header, accuracy_rows(runs, methods, "rouge_l")) if has_rouge else None
     run_rows = [[r["method"], r["seed"], r["status"], r.get("wall_time_s", "-")] for r in records]
     run_table = markdown_table(["method", "seed", "status", "wall time (s)"], run_rows)
     failed = [f"- {r['method']} seed {r['seed']}: {r['error']}" for r in records if r["status"] != "ok"]
@@ -290,16 +301,21 @@ def write_summary(output: str) -> str:
         "",
         f"Configuration: {config or '?'}; seeds {seeds}; data config `{json.dumps(info.get('data', {}))}`.",
         "",
-        "## Final accuracy (%), mean ± std over seeds",
+        f"## Final {metric} (%), mean ± std over seeds",
         "",
         "Δ columns: paired by seed and client against Local; worst-client is the minimum over clients.",
         "",
         acc_table,
         "",
-        "## Mean accuracy over clients by round (%)",
+        *(
+            ["## Final ROUGE-L F1 (%), mean ± std over seeds", "", "Of the same responses.", "", rouge_table, ""]
+            if rouge_table
+            else []
+        ),
+        f"## Mean {metric} over clients by round (%)",
         "",
-        "Round r: the model each client received at the start of round r (round 0: initial model, untrained "
-        "head); final: the personalized model after the last round"
+        "Round r: the model each client received at the start of round r (round 0: the initial model, with an "
+        "untrained head where the model has one); final: the personalized model after the last round"
         + (
             f". Rounds use a fixed subset of {spec['round_eval_examples']} test examples per client, final uses all."
             if spec.get("round_eval_examples")
