@@ -45,7 +45,7 @@ def add_fedbip_personalization(
             write ``<run dir>/fedbip/results.json`` (the clients must handle the validate task, as FedBip's
             executor and Client API script do).
         **fedbip_options: ``FedBipModelAggregator`` options (layerwise, negative, similarity_on,
-            center_similarity, min_clients, resume_from, aggregator_name).
+            center_similarity, min_clients, resume_from, log_updates, norm_bound, streaming, aggregator_name).
 
     Returns:
         The aggregator placed in the job.

@@ -101,6 +101,8 @@ class FedBipModelAggregator(ModelAggregator):
             from: its θ̄⁰ and every client's θ̄_i.
         log_updates: Also save, every round, what each client was sent and returned (``<run dir>/fedbip/updates``).
         norm_bound: Clip each task vector to this multiple of the round's median norm (None: off).
+        streaming: Compute each client's update only while its θ̄_i is built, then drop it (peak memory of one
+            update instead of N; N passes over the task vectors instead of one). Same models either way.
         aggregator_name: Links the aggregator to its filter (change it only to run two in one server job).
     """
 
@@ -114,6 +116,7 @@ class FedBipModelAggregator(ModelAggregator):
         resume_from: Optional[str] = None,
         log_updates: bool = False,
         norm_bound: Optional[float] = None,
+        streaming: bool = False,
         aggregator_name: str = DEFAULT_NAME,
     ):
         from fedbip_nvflare.server.controller import validate_fedbip_options
@@ -127,11 +130,12 @@ class FedBipModelAggregator(ModelAggregator):
         self.resume_from = resume_from
         self.log_updates = log_updates
         self.norm_bound = norm_bound
+        self.streaming = bool(streaming)
         self.aggregator_name = aggregator_name
         validate_fedbip_options(1, min_clients, negative, similarity_on, norm_bound=norm_bound)
         if not isinstance(aggregator_name, str) or not aggregator_name:
             raise ValueError(f"aggregator_name must be a non-empty string, got {aggregator_name!r}")
-        self._rule = FedBipRule(layerwise, negative, similarity_on, self.center_similarity, norm_bound)
+        self._rule = FedBipRule(layerwise, negative, similarity_on, self.center_similarity, norm_bound, self.streaming)
         self._lock = threading.RLock()
         self._out_dir: Optional[str] = None
         self.theta0: Params = {}
@@ -278,6 +282,7 @@ class FedBipModelAggregator(ModelAggregator):
             "similarity_on": self.similarity_on,
             "center_similarity": self.center_similarity,
             "norm_bound": self.norm_bound,
+            "streaming": self.streaming,
         }
 
     def final_models(self, clients: Sequence[str]) -> Dict[str, Params]:

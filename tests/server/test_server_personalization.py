@@ -231,3 +231,17 @@ def test_options_are_validated_and_the_registry_finds_the_latest():
         FedBipPersonalizationFilter(task_names=[])
     latest = FedBipModelAggregator(aggregator_name="twice")
     assert find_aggregator("twice") is latest
+
+
+def test_streaming_gives_the_same_personalized_models(tmp_path):
+    theta0 = make_theta0()
+    aggregator = FedBipModelAggregator(streaming=True, aggregator_name="streaming")
+    assert aggregator.options()["streaming"] is True
+    system = FakeSystem(str(tmp_path), aggregator)
+    global_params = theta0
+    for rnd in range(3):
+        result = system.round(rnd, global_params)
+        global_params = {n: torch.as_tensor(v) for n, v in result.params.items()}
+    expected = _expected_after(theta0, 3)
+    for c in SITES:
+        assert all(torch.allclose(aggregator.thetas[c][n], expected[c][n], atol=1e-6) for n in theta0)
