@@ -267,9 +267,9 @@ def write_summary(output: str) -> str:
     images = []
     if curves:
         plots.plot_accuracy_by_round(
-            {m: curves[m] for m in methods}, os.path.join(output, ROUNDS_PLOT), f"{info.get('spec', {}).get('suite')}"
+            {m: curves[m] for m in methods}, os.path.join(output, ROUNDS_PLOT), f"{spec.get('suite')}", metric
         )
-        images.append(("Mean accuracy over clients by round", ROUNDS_PLOT))
+        images.append((f"Mean {metric} over clients by round", ROUNDS_PLOT))
     for method in methods:
         if method in FIXED_WEIGHTS:
             continue

@@ -8,7 +8,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the backend)
 
 
-def plot_accuracy_by_round(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str, title: str) -> None:
+def plot_accuracy_by_round(
+    curves: Mapping[str, Mapping[str, Sequence[float]]], path: str, title: str, metric: str = "accuracy"
+) -> None:
     """Line plot of the mean accuracy over clients by round, one line per method (± std over seeds).
 
     Args:
@@ -16,6 +18,7 @@ def plot_accuracy_by_round(curves: Mapping[str, Mapping[str, Sequence[float]]], 
             point is the final personalized model.
         path: PNG file to write.
         title: Plot title.
+        metric: Name of what the curves measure (e.g. "exact match").
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, c in curves.items():
@@ -26,8 +29,8 @@ def plot_accuracy_by_round(curves: Mapping[str, Mapping[str, Sequence[float]]], 
     rounds = max((len(c["x"]) for c in curves.values()), default=1)
     ax.set_xticks(range(rounds), [str(r) for r in range(rounds - 1)] + ["final"])
     ax.set_xlabel("round (model received at its start)")
-    ax.set_ylabel("mean accuracy over clients (%)")
-    ax.set_title(f"Accuracy by round: {title}")
+    ax.set_ylabel(f"mean {metric} over clients (%)")
+    ax.set_title(f"{metric[:1].upper()}{metric[1:]} by round: {title}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()

@@ -28,6 +28,7 @@ def test_generated_answers_get_exact_match_and_rouge_tables(tmp_path):
 
     summary = _benchmark(tmp_path, "causal-lm", clients)
     assert "## Final exact match (%)" in summary and "## Mean exact match over clients by round" in summary
+    assert "![Mean exact match over clients by round]" in summary
     rouge = summary.split("## Final ROUGE-L F1 (%)")[1].split("##")[0]
     assert "| local | 30.0 ± 7.1 | 30.0 ± 7.1 | - | - |" in rouge  # rouge 0.25 and 0.35 over the two seeds
     assert "| fedbip | 55.0 ± 7.1 | 55.0 ± 7.1 | +25.0 ± 0.0 | +25.0 ± 0.0 |" in rouge
