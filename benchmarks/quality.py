@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.data import VISION_SUITES, site_names, suite_groups, vision_suite_groups
+from fedbip_nvflare.data.flan import FLAN_8, FLAN_PAIRS, FLAN_SUITES, flan_suite_groups
 from fedbip_nvflare.data.instruct_suite import SUITE as INSTRUCT_SUITE
 from fedbip_nvflare.data.instruct_suite import instruct_suite_groups
 from fedbip_nvflare.results import find_server_results, load_results, write_results
@@ -68,6 +69,8 @@ class Suite:
         model: The suite's default model (None: ``DEFAULT_MODEL``, the text model).
         has_head: The suite's sites train a classification head (methods that train only a head need one).
         settings: Further recipe keyword arguments of the suite's runs (e.g. a causal LM's ``max_new_tokens``).
+        needs_data_dir: The suite reads a data directory the user names (``--data-dir``; the data config's
+            ``data_dir``).
     """
 
     data_suite: str
@@ -82,31 +85,44 @@ class Suite:
     model: Optional[str] = None
     has_head: bool = True
     settings: Dict[str, Any] = field(default_factory=dict)
+    needs_data_dir: bool = False
 
     def conflict_sites(self, num_clients: int) -> List[str]:
         """The conflicting clients among ``num_clients``: the last ``conflicting`` site names."""
         return site_names(num_clients)[num_clients - min(self.conflicting, num_clients) :]
 
-    def data_config(self, num_clients: int, n_train: int, n_test: int, seed: int) -> Dict[str, Any]:
+    def data_config(
+        self, num_clients: int, n_train: int, n_test: int, seed: int, data_dir: Optional[str] = None
+    ) -> Dict[str, Any]:
         """The data config every site gets (identical for every method of a benchmark).
 
         Returns:
-            ``{"suite", "n_train", "n_test", "seed", **data}`` plus ``"num_clients"`` if ``pass_num_clients``
-            and ``"conflict_sites"`` (comma-separated) if the suite has conflicting clients.
+            ``{"suite", "n_train", "n_test", "seed", **data}`` plus ``"num_clients"`` if ``pass_num_clients``,
+            ``"conflict_sites"`` (comma-separated) if the suite has conflicting clients and ``"data_dir"`` if the
+            suite reads one.
+
+        Raises:
+            ValueError: The suite needs a data directory and ``data_dir`` is None.
         """
         config = {"suite": self.data_suite, "n_train": n_train, "n_test": n_test, "seed": seed, **self.data}
+        if self.needs_data_dir:
+            if not data_dir:
+                raise ValueError(f"suite {self.data_suite!r} reads a data directory: pass --data-dir")
+            config["data_dir"] = data_dir
         if self.pass_num_clients:
             config["num_clients"] = num_clients
         if self.conflicting:
             config["conflict_sites"] = ",".join(self.conflict_sites(num_clients))
         return config
 
-    def groups(self, num_clients: int) -> Dict[str, Any]:
+    def groups(self, num_clients: int, data_dir: Optional[str] = None) -> Dict[str, Any]:
         """The ground-truth client groups ``{site: group}`` (for the oracle), from ``suite_groups``.
 
         Raises:
             ValueError: Bad suite options (raised by ``suite_groups``).
         """
+        if self.data_suite in FLAN_SUITES:
+            return dict(flan_suite_groups(self.data_suite, num_clients, data_dir))
         if self.data_suite in VISION_SUITES:
             return dict(vision_suite_groups(self.data_suite, num_clients))
         if self.data_suite == INSTRUCT_SUITE:
@@ -145,6 +161,34 @@ SUITES: Dict[str, Suite] = {
         has_head=False,
         settings={"batch_size": 8, "max_new_tokens": 8},
     ),
+    # The FedBip paper's kind of data: federated Flan (FedDPA's 8 tasks, one per client; FedOA's 4 categories x 2
+    # related tasks), read from --data-dir, prompts in the alpaca_short template, scored by ROUGE and exact match.
+    # Sized for 2 CPU cores (see benchmarks/results/README.md): few training examples per client (the paper's
+    # limited-data regime), long instructions shortened around their middle, answers capped near the longest label.
+    FLAN_8: Suite(
+        FLAN_8,
+        8,
+        24,
+        24,
+        data={"max_instruction_words": 96},
+        modality="causal-lm",
+        model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        has_head=False,
+        settings={"batch_size": 8, "max_new_tokens": 32},
+        needs_data_dir=True,
+    ),
+    FLAN_PAIRS: Suite(
+        FLAN_PAIRS,
+        8,
+        24,
+        24,
+        data={"max_instruction_words": 96},
+        modality="causal-lm",
+        model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        has_head=False,
+        settings={"batch_size": 8, "max_new_tokens": 32},
+        needs_data_dir=True,
+    ),
 }
 
 
@@ -171,6 +215,8 @@ class RunSpec:
         federate_head: Every method federates the classification head too: with the suite's shared
             ``num_labels``, or per label space where clients' label spaces differ.
         modality: What the sites train (the suite's).
+        data_dir: The suite's data directory (suites that read one, e.g. ``flan-8``), absolute.
+        settings: Further recipe keyword arguments (None: the suite's ``settings``).
     """
 
     suite: str
@@ -188,14 +234,16 @@ class RunSpec:
     round_eval_examples: Optional[int] = None
     federate_head: bool = False
     modality: str = "text"
+    data_dir: Optional[str] = None
+    settings: Optional[Dict[str, Any]] = None
 
     def data_config(self) -> Dict[str, Any]:
         """The sites' data config (see ``Suite.data_config``)."""
-        return SUITES[self.suite].data_config(self.num_clients, self.n_train, self.n_test, self.seed)
+        return SUITES[self.suite].data_config(self.num_clients, self.n_train, self.n_test, self.seed, self.data_dir)
 
     def groups(self) -> Dict[str, Any]:
         """The suite's ground-truth groups for this many clients (see ``Suite.groups``)."""
-        return SUITES[self.suite].groups(self.num_clients)
+        return SUITES[self.suite].groups(self.num_clients, self.data_dir)
 
     def recipe_kwargs(self, name: str) -> Dict[str, Any]:
         """Keyword arguments every method's recipe takes: the shared data, sizes and budget."""
@@ -214,7 +262,7 @@ class RunSpec:
             seed=self.seed,
             learning_rate=self.learning_rate,
             round_eval_examples=self.round_eval_examples,
-            **SUITES[self.suite].settings,
+            **(SUITES[self.suite].settings if self.settings is None else self.settings),
         )
 
 
@@ -481,6 +529,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="every method also federates the classification head (per label space where clients' differ; "
         "then the FedAvg methods, which average one head for all, are left out)",
     )
+    p.add_argument(
+        "--data-dir", default=None, help="the suite's data directory (flan-8, flan-pairs: e.g. ../shared/data/flan-ds1)"
+    )
+    p.add_argument("--max-new-tokens", type=positive_int, default=None, help="causal LMs' answer length (suite's)")
     p.add_argument("--summary-only", action="store_true", help="only rebuild summary.md and plots from DIR")
     return p.parse_args(argv)
 
@@ -545,7 +597,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         learning_rate=args.learning_rate,
         round_eval_examples=args.round_eval_examples,
         federate_head=args.federate_head,
+        data_dir=os.path.abspath(args.data_dir) if args.data_dir else None,
+        settings=dict(suite.settings, **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})),
     )
+    try:
+        base.data_config(), base.groups()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     os.makedirs(output, exist_ok=True)
     info: Dict[str, Any] = {
         "command": " ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.quality", *argv]),

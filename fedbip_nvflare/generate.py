@@ -80,8 +80,9 @@ def generate_file(
 
     Returns:
         ``(rows, scores)``: one ``{"instruction", "input", "response"}`` per record in file order (plus ``"output"``
-        where the file has one), and, when every record has an ``output``, ``{"exact_match", "rouge_l"}`` of the
-        responses against them (the metrics of the site's evaluation), else None.
+        where the file has one), and, when every record has an ``output``, the scores of
+        :func:`fedbip_nvflare.client.causal_lm.score_responses` (exact match and ROUGE) of the responses against
+        them (the metrics of the site's evaluation), else None.
 
     Raises:
         FileNotFoundError: The input file, the folder or one of its required files is missing.

@@ -52,7 +52,7 @@ def test_saved_model_answers_what_the_site_generated(trained):
     assert [(r["input"], r["output"]) for r in rows] == HEADLINES
     with open(f"{folder}/{GENERATION_FILE}") as f:
         last = json.load(f)["last_evaluation"]
-    assert scores == pytest.approx({k: last[k] for k in ("exact_match", "rouge_l")})
+    assert scores == pytest.approx({k: last[k] for k in ("exact_match", "rouge_l", "rouge1", "rouge2", "rouge_lsum")})
     assert "exact match" in format_responses(rows, scores)
 
 

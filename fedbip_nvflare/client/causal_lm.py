@@ -29,15 +29,27 @@ def normalize_answer(text: str) -> str:
     return lines[0].lower() if lines else ""
 
 
+# ROUGE variants scored (rouge-score's names) and the keys they are reported under.
+ROUGE_KEYS = {"rougeL": "rouge_l", "rouge1": "rouge1", "rouge2": "rouge2", "rougeLsum": "rouge_lsum"}
+
+
+def _sentences_on_lines(text: str) -> str:
+    # As the T5 metrics prepare texts for rougeLsum: one sentence per line.
+    return text.replace(" . ", " .\n")
+
+
 def score_responses(responses: Sequence[str], references: Sequence[str]) -> Dict[str, float]:
-    """Mean exact match (of :func:`normalize_answer`) and ROUGE-L F1 (Google's ``rouge-score``) of responses.
+    """Mean exact match (of :func:`normalize_answer`) and ROUGE F1 scores (Google's ``rouge-score``) of responses.
+
+    ROUGE is scored as the T5 metrics (and the FedBip paper's group) score it: no stemming, and for ``rougeLsum``
+    sentences split at ``" . "``; each score is the F1 of one (reference, response) pair, averaged over pairs.
 
     Args:
         responses: Generated responses.
         references: The expected outputs, one per response.
 
     Returns:
-        ``{"exact_match": float, "rouge_l": float}``, both in [0, 1]; 0 for no responses.
+        ``{"exact_match", "rouge_l", "rouge1", "rouge2", "rouge_lsum"}``, all in [0, 1]; 0 for no responses.
 
     Raises:
         ValueError: ``responses`` and ``references`` differ in length.
@@ -47,12 +59,16 @@ def score_responses(responses: Sequence[str], references: Sequence[str]) -> Dict
     if len(responses) != len(references):
         raise ValueError(f"{len(responses)} responses for {len(references)} references")
     if not responses:
-        return {"exact_match": 0.0, "rouge_l": 0.0}
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        return {"exact_match": 0.0, **{key: 0.0 for key in ROUGE_KEYS.values()}}
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=False)
     pairs = list(zip(responses, references))
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    for response, reference in pairs:
+        scores = scorer.score(_sentences_on_lines(reference), _sentences_on_lines(response))
+        for name in ROUGE_KEYS:
+            totals[name] += scores[name].fmeasure
     exact = sum(normalize_answer(r) == normalize_answer(ref) for r, ref in pairs)
-    rouge = sum(scorer.score(ref, r)["rougeL"].fmeasure for r, ref in pairs)
-    return {"exact_match": exact / len(pairs), "rouge_l": rouge / len(pairs)}
+    return {"exact_match": exact / len(pairs), **{key: totals[name] / len(pairs) for name, key in ROUGE_KEYS.items()}}
 
 
 class CausalLMSiteTrainer(SiteTrainer):
@@ -146,7 +162,8 @@ class CausalLMSiteTrainer(SiteTrainer):
         return self._metrics["exact_match"]
 
     def extra_metrics(self) -> Dict[str, float]:
-        """``rouge_l``: mean ROUGE-L F1 of the last :meth:`evaluate`'s responses against the references."""
+        """ROUGE F1 means (``rouge_l``, ``rouge1``, ``rouge2``, ``rouge_lsum``) of the last :meth:`evaluate`'s
+        responses against the references (see :func:`score_responses`)."""
         return {k: v for k, v in self._metrics.items() if k != "exact_match"}
 
     def _personalized_files(self, directory: str) -> None:

@@ -21,7 +21,7 @@ from fedbip_nvflare.data.text import read_json_objects
 IGNORE_INDEX = -100
 PROMPT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 PROMPT_TEMPLATE_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
-SUITE_KEYS = frozenset({"suite", "n_train", "n_test", "seed", "data_dir", "max_input_words"})
+SUITE_KEYS = frozenset({"suite", "n_train", "n_test", "seed", "data_dir", "max_input_words", "max_instruction_words"})
 FILE_KEYS = frozenset({"train_path", "test_path", "task", "test_fraction", "seed", "max_train", "max_test"})
 
 
@@ -33,11 +33,15 @@ class InstructExample:
         instruction: What to do.
         output: The reference response.
         input: The text the instruction applies to ("" if none).
+        task: The record's task ("" if none; Flan files name it, and a test file of several tasks is split by it).
+        category: The task's category ("" if none).
     """
 
     instruction: str
     output: str
     input: str = ""
+    task: str = ""
+    category: str = ""
 
 
 @dataclass
@@ -149,6 +153,8 @@ def _text_field(path: str, where: str, record: Mapping[str, Any], key: str, requ
 def read_instruct_file(path: str, require_output: bool = True) -> list[InstructExample]:
     """Reads a JSON-lines file (or a ``.json`` array) of ``{"instruction", "input" (optional), "output"}`` objects.
 
+    Optional ``task`` and ``category`` fields (Flan-style records) are kept on each example.
+
     Args:
         path: The file.
         require_output: Every record needs a non-empty ``output`` (training and test data); without it (prompts to
@@ -174,6 +180,8 @@ def read_instruct_file(path: str, require_output: bool = True) -> list[InstructE
                 instruction=_text_field(path, where, record, "instruction", True),
                 output=_text_field(path, where, record, "output", require_output),
                 input=_text_field(path, where, record, "input", False),
+                task=_text_field(path, where, record, "task", False),
+                category=_text_field(path, where, record, "category", False),
             )
         )
     if not examples:
@@ -186,6 +194,17 @@ def _subsample(examples: list[InstructExample], limit: int | None, rng: np.rando
         return InstructSplit(list(examples))
     keep = np.sort(rng.choice(len(examples), size=int(limit), replace=False))
     return InstructSplit([examples[i] for i in keep])
+
+
+def _of_task(path: str, examples: list[InstructExample], task: str) -> list[InstructExample]:
+    """The examples of ``task`` when the file's records name several tasks (all of them otherwise)."""
+    named = sorted({e.task for e in examples if e.task})
+    if len(named) < 2 and (not named or named == [task]):
+        return examples
+    chosen = [e for e in examples if e.task == task]
+    if not chosen:
+        raise ValueError(f"{path}: no record with task {task!r}; the file's tasks are {named} (set the site's 'task')")
+    return chosen
 
 
 def load_instruct_files(
@@ -202,7 +221,8 @@ def load_instruct_files(
     Args:
         train_path: Training file (see :func:`read_instruct_file`).
         test_path: Evaluation file; without it a seeded ``test_fraction`` of the training file is held out.
-        task: Task name; defaults to the stem of ``train_path``.
+        task: Task name; defaults to the training records' ``task`` field when they name one task, else the stem of
+            ``train_path``. Files whose records name several tasks (a Flan test file) keep only this task's records.
         test_fraction: Held-out fraction when ``test_path`` is None, in (0, 1); at least one example each side.
         seed: Seed of the split and of the subsampling.
         max_train: Keep at most this many training examples (seeded random subset, file order kept).
@@ -213,9 +233,12 @@ def load_instruct_files(
         ValueError: Malformed files, a bad ``test_fraction``, or a single example to split.
     """
     train = read_instruct_file(train_path)
+    named = sorted({e.task for e in train if e.task})
+    task = task or (named[0] if len(named) == 1 else os.path.splitext(os.path.basename(train_path))[0])
+    train = _of_task(train_path, train, task)
     rng = np.random.default_rng(seed)
     if test_path is not None:
-        test = read_instruct_file(test_path)
+        test = _of_task(test_path, read_instruct_file(test_path), task)
     else:
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -227,7 +250,7 @@ def load_instruct_files(
         test = [e for e, h in zip(train, held) if h]
         train = [e for e, h in zip(train, held) if not h]
     return InstructTaskData(
-        task=task or os.path.splitext(os.path.basename(train_path))[0],
+        task=task,
         train=_subsample(train, max_train, rng),
         test=_subsample(test, max_test, rng),
     )
@@ -239,7 +262,9 @@ def load_instruct_task_data(data: Mapping[str, Any], site_name: str) -> Instruct
     Args:
         data: Either ``{"suite": "instruct-tasks", "n_train": 64, "n_test": 32, "seed": 0, "max_input_words": 64}``
             (the built-in offline suite, see :mod:`fedbip_nvflare.data.instruct_suite`; the site's name picks its
-            task; optional ``"data_dir"``), or ``{"train_path": ..., "test_path": ..., "task": ...,
+            task; optional ``"data_dir"``), ``{"suite": "flan-8" | "flan-pairs", "data_dir": ..., "n_train",
+            "n_test", "seed", "max_instruction_words"}`` (a federated Flan directory, see
+            :mod:`fedbip_nvflare.data.flan`), or ``{"train_path": ..., "test_path": ..., "task": ...,
             "test_fraction": 0.2, "max_train": ..., "max_test": ..., "seed": ...}`` (the site's own JSONL files,
             see :func:`read_instruct_file`).
         site_name: This site's name.
@@ -247,11 +272,22 @@ def load_instruct_task_data(data: Mapping[str, Any], site_name: str) -> Instruct
     Raises:
         ValueError: Neither or both of ``suite`` and ``train_path``, unknown keys, or invalid values.
     """
+    from fedbip_nvflare.data.flan import FLAN_SUITES, load_flan_suite_site
     from fedbip_nvflare.data.instruct_suite import load_instruct_suite_site
 
     data = checked_data_config(
         data, site_name, SUITE_KEYS, FILE_KEYS, "the site's own JSONL file of instruction/input/output records"
     )
+    if data.get("suite") in FLAN_SUITES:
+        return load_flan_suite_site(
+            data["suite"],
+            site_name,
+            n_train=int(data.get("n_train", 300)),
+            n_test=int(data.get("n_test", 200)),
+            seed=int(data.get("seed", 0)),
+            data_dir=data.get("data_dir"),
+            max_instruction_words=int(data.get("max_instruction_words", 10_000)),
+        )
     if "suite" in data:
         return load_instruct_suite_site(
             data["suite"],

@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedbip_nvflare.data.instruct import InstructExample, InstructSplit, InstructTaskData
-from fedbip_nvflare.data.suites import TEXT_TASKS, _site_index, load_suite_site
+from fedbip_nvflare.data.sites import site_index
+from fedbip_nvflare.data.suites import TEXT_TASKS, load_suite_site
 from fedbip_nvflare.data.text import TextSplit
 
 SUITE = "instruct-tasks"
@@ -150,7 +151,7 @@ def load_instruct_suite_site(
         raise ValueError(f"unknown instruction suite {suite!r}; valid suites: [{SUITE!r}]")
     if not isinstance(max_input_words, int) or max_input_words < 1:
         raise ValueError(f"max_input_words must be an int >= 1, got {max_input_words!r}")
-    k = _site_index(site)
+    k = site_index(site)
     cycle, name = divmod(k, len(INSTRUCT_TASKS))
     name = INSTRUCT_TASKS[name]
     text_site = f"site-{TEXT_TASKS.index(name) + 1 + cycle * len(TEXT_TASKS)}"

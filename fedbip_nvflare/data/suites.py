@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from fedbip_nvflare.assets import require_data_dir
+from fedbip_nvflare.data.sites import site_index, site_names
 from fedbip_nvflare.data.text import SHIFTED_SUFFIX, TextSplit, TextTaskData, site_list
 
 TEXT_TASKS = [
@@ -80,7 +81,6 @@ SUITES: dict[str, list[str]] = {"text-tasks": TEXT_TASKS, "text-groups": GROUP_T
 # Windows-1252 punctuation that some corpora carry as C1 control characters (e.g. "\x92" for "’").
 _CP1252 = str.maketrans({c: bytes([c]).decode("cp1252", errors="ignore") for c in range(0x80, 0xA0)})
 _URL = re.compile(r'https?://[^\s"]+')
-_SITE = re.compile(r"site-([1-9]\d*)")
 
 
 @dataclass(frozen=True)
@@ -90,20 +90,6 @@ class _Pool:
     train_labels: np.ndarray
     test_texts: np.ndarray | None = None
     test_labels: np.ndarray | None = None
-
-
-def site_names(num_clients: int) -> list[str]:
-    """Return the site names ``["site-1", ..., "site-N"]``.
-
-    Args:
-        num_clients: Number of clients N (>= 1).
-
-    Raises:
-        ValueError: If ``num_clients`` < 1.
-    """
-    if num_clients < 1:
-        raise ValueError(f"num_clients must be >= 1, got {num_clients}")
-    return [f"site-{k}" for k in range(1, num_clients + 1)]
 
 
 def _clean(text: str) -> str:
@@ -392,13 +378,6 @@ def _layout(suite: str, group_size: int, num_clients: int | None) -> tuple[_Suit
     return spec, spec.block_size(group_size, num_clients)
 
 
-def _site_index(site: str) -> int:
-    match = _SITE.fullmatch(site)
-    if match is None:
-        raise ValueError(f"unknown site {site!r}; valid sites are 'site-1', 'site-2', ... (site-k, k >= 1)")
-    return int(match.group(1)) - 1
-
-
 def suite_groups(
     suite: str, num_clients: int, group_size: int = 2, conflict_sites: Sequence[str] | str | None = None
 ) -> dict[str, str]:
@@ -466,7 +445,7 @@ def load_suite_site(
         FileNotFoundError: If the datasets were not fetched.
     """
     spec, block_size = _layout(suite, group_size, num_clients)
-    k = _site_index(site)
+    k = site_index(site)
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be >= 1, got {n_train} and {n_test}")
     block, member = divmod(k, block_size)

@@ -135,7 +135,8 @@ def read_json_objects(path: str) -> list[tuple[str, object]]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: invalid JSON: {e}") from e
     records = []
-    for lineno, line in enumerate(content.splitlines(), start=1):
+    # Lines end at "\n" only: str.splitlines() would also split at Unicode separators inside JSON strings.
+    for lineno, line in enumerate(content.split("\n"), start=1):
         if line.strip():
             try:
                 records.append((f"line {lineno}", json.loads(line)))

@@ -30,13 +30,13 @@ from __future__ import annotations
 import functools
 import gzip
 import os
-import re
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedbip_nvflare.data.images import DEFAULT_IMAGE_SIZE, ImageSplit, ImageTaskData, fit_images
+from fedbip_nvflare.data.sites import site_index
 from fedbip_nvflare.data.suites import _balanced_sample
 
 VISION_SUITE = "vision-domains"
@@ -53,7 +53,6 @@ FASHION_LABELS = [
     "Ankle boot",
 ]
 DIGIT_LABELS = [str(d) for d in range(10)]
-_SITE = re.compile(r"site-([1-9]\d*)")
 
 
 @dataclass(frozen=True)
@@ -141,13 +140,6 @@ def _source(name: str, data_dir: str) -> _Source:
     return _LOADERS[name](data_dir)
 
 
-def _site_index(site: str) -> int:
-    match = _SITE.fullmatch(site)
-    if match is None:
-        raise ValueError(f"unknown site {site!r}; valid sites are 'site-1', 'site-2', ... (site-k, k >= 1)")
-    return int(match.group(1)) - 1
-
-
 def _suite_clients(suite: str) -> tuple[VisionClient, ...]:
     if suite not in VISION_SUITES:
         raise ValueError(f"unknown vision suite {suite!r}; valid suites: {sorted(VISION_SUITES)}")
@@ -186,7 +178,7 @@ def vision_suite_client(suite: str, site: str) -> VisionClient:
         ValueError: Unknown suite or site name.
     """
     clients = _suite_clients(suite)
-    return clients[_site_index(site) % len(clients)]
+    return clients[site_index(site) % len(clients)]
 
 
 def load_vision_suite_site(
@@ -222,7 +214,7 @@ def load_vision_suite_site(
     for name, value in (("n_train", n_train), ("n_test", n_test)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    cycle = _site_index(site) // len(_suite_clients(suite))
+    cycle = site_index(site) // len(_suite_clients(suite))
     data_dir = os.path.abspath(data_dir or require_vision_data_dir())
     pool = _source(client.source, data_dir)
     train_idx, test_idx = _draw(suite, client.source, cycle, int(n_train), int(n_test), int(seed), data_dir)[
