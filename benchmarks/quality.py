@@ -71,6 +71,7 @@ class Suite:
         settings: Further recipe keyword arguments of the suite's runs (e.g. a causal LM's ``max_new_tokens``).
         needs_data_dir: The suite reads a data directory the user names (``--data-dir``; the data config's
             ``data_dir``).
+        max_length: Default token truncation length of the suite's runs (``--max-length`` overrides it).
     """
 
     data_suite: str
@@ -86,6 +87,7 @@ class Suite:
     has_head: bool = True
     settings: Dict[str, Any] = field(default_factory=dict)
     needs_data_dir: bool = False
+    max_length: int = 128
 
     def conflict_sites(self, num_clients: int) -> List[str]:
         """The conflicting clients among ``num_clients``: the last ``conflicting`` site names."""
@@ -176,6 +178,7 @@ SUITES: Dict[str, Suite] = {
         has_head=False,
         settings={"batch_size": 8, "max_new_tokens": 32},
         needs_data_dir=True,
+        max_length=256,
     ),
     FLAN_PAIRS: Suite(
         FLAN_PAIRS,
@@ -188,6 +191,7 @@ SUITES: Dict[str, Suite] = {
         has_head=False,
         settings={"batch_size": 8, "max_new_tokens": 32},
         needs_data_dir=True,
+        max_length=256,
     ),
 }
 
@@ -510,7 +514,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-examples", type=positive_int, default=None, help="training examples per client (suite's)")
     p.add_argument("--test-examples", type=positive_int, default=None, help="test examples per client (suite's)")
     p.add_argument("--local-epochs", type=positive_int, default=1)
-    p.add_argument("--max-length", type=positive_int, default=128)
+    p.add_argument("--max-length", type=positive_int, default=None, help="token truncation length (suite's)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="LoRA learning rate")
     p.add_argument(
         "--round-eval-examples",
@@ -589,7 +593,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         n_train=args.max_examples or suite.n_train,
         n_test=args.test_examples or suite.n_test,
         local_epochs=args.local_epochs,
-        max_length=args.max_length,
+        max_length=args.max_length or suite.max_length,
         threads=args.threads,
         torch_threads=args.torch_threads,
         model=args.model or suite.model or DEFAULT_MODEL,
