@@ -170,8 +170,8 @@ SUITES: Dict[str, Suite] = {
     FLAN_8: Suite(
         FLAN_8,
         8,
-        24,
-        24,
+        32,
+        48,
         data={"max_instruction_words": 96},
         modality="causal-lm",
         model="HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -183,8 +183,8 @@ SUITES: Dict[str, Suite] = {
     FLAN_PAIRS: Suite(
         FLAN_PAIRS,
         8,
-        24,
-        24,
+        32,
+        48,
         data={"max_instruction_words": 96},
         modality="causal-lm",
         model="HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -300,7 +300,9 @@ class Method:
     head: Optional[bool] = None
 
 
-# The issue's order. Adding a method is one entry.
+# The issue's order. Adding a method is one entry. Aggregation methods are rules found by name in
+# ``fedbip_nvflare.server.rules.RULES`` (the recipe's ``aggregation``, ``aggregation_options`` and rule keywords, or
+# ``rule=``): a new rule is one class and one registry line there, then one entry here.
 METHODS: Dict[str, Method] = {
     "probe": Method(_fedbip_recipe, _options(aggregation="local", train_lora=False), head=True),
     # Without a head, nothing trains: the pre-trained model as it is (the probe's counterpart for causal LMs).
@@ -393,7 +395,7 @@ def result_problems(results: Mapping[str, Any], num_clients: int) -> List[str]:
     return problems
 
 
-def run_one(method: str, spec: RunSpec, output: str) -> Dict[str, Any]:
+def run_one(method: str, spec: RunSpec, output: str, provenance: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Runs one (method, seed) and writes its results; never raises for a failing run.
 
     Writes ``DIR/<method>/seed<k>/``: ``results.json`` (``load_results`` schema + ``wall_time_s``, ``suite``,
@@ -415,12 +417,14 @@ def run_one(method: str, spec: RunSpec, output: str) -> Dict[str, Any]:
 
         with _output_to(os.path.join(out, RUN_LOG)):
             name = job_name(method)
-            recipe = METHODS[method].recipe(**spec.recipe_kwargs(name), **METHODS[method].options(spec))
+            recipe_kwargs, options = spec.recipe_kwargs(name), METHODS[method].options(spec)
+            recipe = METHODS[method].recipe(**recipe_kwargs, **options)
             recipe.execute(SimEnv(num_clients=spec.num_clients, num_threads=spec.threads, workspace_root=workspace))
         record["wall_time_s"] = round(time.perf_counter() - start, 1)
         job_dir = os.path.join(workspace, name)
         results = load_results(job_dir, method=method)
-        results.update(wall_time_s=record["wall_time_s"], suite=spec.suite, seed=spec.seed)
+        results.update(wall_time_s=record["wall_time_s"], suite=spec.suite, seed=spec.seed, **dict(provenance or {}))
+        results["configuration"] = {"recipe": _jsonable(recipe_kwargs), "method_options": _jsonable(options)}
         write_results(results, out)
         rounds = os.path.join(os.path.dirname(find_server_results(job_dir)), K.ROUNDS_FILE)
         if os.path.exists(rounds):
@@ -463,15 +467,39 @@ def run_benchmark(
         spec = RunSpec(**{**asdict(base), "seed": seed})
         for method in methods:
             logger.info("running %s seed %d ...", method, seed)
-            record = run_one(method, spec, output)
+            provenance = {k: info.get(k) for k in ("command", "git_commit", "machine")}
+            record = run_one(method, spec, output, provenance)
             logger.info("%s seed %d: %s in %.1f s", method, seed, record["status"], record["wall_time_s"])
             info["runs"].append(record)
             write_benchmark(output, info)
     return info["runs"]
 
 
+def _jsonable(value: Any) -> Any:
+    """``value`` with what JSON cannot hold (rule objects, tuples) as its ``repr``/list: for the results record."""
+    return json.loads(json.dumps(value, default=repr))
+
+
+def machine() -> Dict[str, Any]:
+    """What ran the benchmark: host CPU count, platform and the torch / NVFlare / transformers versions."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    info: Dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    for package in ("torch", "nvflare", "transformers", "peft"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = None
+    return info
+
+
 def git_commit() -> Optional[str]:
-    """The repository's commit (``+dirty`` with uncommitted changes), or None outside a git checkout."""
+    """The repository's commit (``+dirty`` with uncommitted changes or untracked files), or None outside git."""
     import subprocess
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -480,7 +508,7 @@ def git_commit() -> Optional[str]:
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain"],  # untracked files count: a run of new code says so
             cwd=repo,
             capture_output=True,
             text=True,
@@ -618,6 +646,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "seeds": list(args.seeds),
         "groups": base.groups(),
         "git_commit": git_commit(),
+        "machine": machine(),
     }
     start = time.perf_counter()
     runs = run_benchmark(methods, args.seeds, base, output, info)

@@ -19,6 +19,9 @@ from fedbip_nvflare.results import read_round_matrices
 SUMMARY_FILE = "summary.md"
 ROUNDS_PLOT = "accuracy_by_round.png"
 LOCAL = "local"
+FEDAMP = "fedamp"
+# ROUGE F1 scores a causal LM's results may carry, with their table titles (rouge_l alone in older runs).
+ROUGE_METRICS = (("rouge1", "ROUGE-1 F1"), ("rouge_lsum", "ROUGE-Lsum F1"), ("rouge_l", "ROUGE-L F1"))
 # Methods whose weight matrix is fixed by design (identity, ground-truth groups): nothing to plot.
 FIXED_WEIGHTS = ("probe", "zero-shot", "local", "oracle-groups")
 
@@ -106,6 +109,39 @@ def accuracy_rows(runs: Runs, methods: Sequence[str], metric: str = "accuracy") 
             [method, *cells, fmt(means)]
             + ([fmt([_mean(g) for g in gaps], True), fmt([min(g) for g in gaps], True)] if has_gap else ["-", "-"])
         )
+    return rows
+
+
+def paired_gaps(runs: Runs, method: str, reference: str, metric: str) -> List[List[float]]:
+    """Per seed both methods ran: ``metric`` of ``method`` minus ``reference``'s, for each client both have."""
+    ref = {seed: _accuracies(r, metric) for seed, r in runs.get(reference, {}).items()}
+    gaps = []
+    for seed, results in runs.get(method, {}).items():
+        acc = _accuracies(results, metric)
+        if seed in ref:
+            gaps.append([acc[s] - ref[seed][s] for s in acc if s in ref[seed]])
+    return [g for g in gaps if g]
+
+
+def headline_rows(runs: Runs, methods: Sequence[str], shown: Sequence[str], compared: Sequence[str]) -> List[List[str]]:
+    """Rows of the mean-over-tasks table (mean ± std over seeds, in %).
+
+    Per method: each ``shown`` metric's mean over clients; for each ``compared`` metric the paired mean gap to
+    Local and to FedAMP ("-" for the reference itself or when it did not run); the worst client's gap to Local
+    on ``compared[0]``.
+    """
+    rows = []
+    for method in methods:
+        row = [method]
+        for metric in shown:
+            means = [_mean(list(a.values())) for a in (_accuracies(r, metric) for r in runs[method].values()) if a]
+            row.append(fmt(means))
+        for metric in compared:
+            for reference in (LOCAL, FEDAMP):
+                gaps = paired_gaps(runs, method, reference, metric) if method != reference else []
+                row.append(fmt([_mean(g) for g in gaps], True))
+        worst = paired_gaps(runs, method, LOCAL, compared[0]) if method != LOCAL else []
+        rows.append(row + [fmt([min(g) for g in worst], True)])
     return rows
 
 
@@ -249,8 +285,36 @@ def write_summary(output: str) -> str:
     acc_table = markdown_table(header, accuracy_rows(runs, methods))
     # Generated answers (causal LMs): accuracy is exact match; ROUGE-L F1 gives partial credit.
     metric = "exact match" if spec.get("modality") == "causal-lm" else "accuracy"
-    has_rouge = any("rouge_l" in c for r in records_results(runs) for c in r["clients"].values())
-    rouge_table = markdown_table(header, accuracy_rows(runs, methods, "rouge_l")) if has_rouge else None
+    scored = {k for r in records_results(runs) for c in r["clients"].values() for k in c}
+    rouge_sections = []
+    for key, title in ROUGE_METRICS:
+        if key in scored:
+            table = markdown_table(header, accuracy_rows(runs, methods, key))
+            rouge_sections += [
+                f"## Final {title} (%), mean ± std over seeds",
+                "",
+                "Of the same responses.",
+                "",
+                table,
+                "",
+            ]
+    headline = [k for k in ("rouge1", "rouge_lsum") if k in scored]
+    if headline:
+        names = {"rouge1": "ROUGE-1", "rouge_lsum": "ROUGE-Lsum"}
+        head_header = ["method", *[names[k] for k in headline], "exact match"]
+        head_header += [f"Δ {names[k]} vs {ref}" for k in headline for ref in (LOCAL, FEDAMP)]
+        head_header += [f"worst-client Δ {names[headline[0]]} vs local"]
+        rows = headline_rows(runs, methods, [*headline, "accuracy"], headline)
+        rouge_sections = [
+            "## Mean over tasks (%), mean ± std over seeds",
+            "",
+            "The FedBip paper's group scores each task by ROUGE (rouge1, rougeLsum of the T5 metrics over "
+            "rouge-score) and averages over tasks; Δ columns are paired by seed and client.",
+            "",
+            markdown_table(head_header, rows),
+            "",
+            *rouge_sections,
+        ]
     run_rows = [[r["method"], r["seed"], r["status"], r.get("wall_time_s", "-")] for r in records]
     run_table = markdown_table(["method", "seed", "status", "wall time (s)"], run_rows)
     failed = [f"- {r['method']} seed {r['seed']}: {r['error']}" for r in records if r["status"] != "ok"]
@@ -307,11 +371,7 @@ def write_summary(output: str) -> str:
         "",
         acc_table,
         "",
-        *(
-            ["## Final ROUGE-L F1 (%), mean ± std over seeds", "", "Of the same responses.", "", rouge_table, ""]
-            if rouge_table
-            else []
-        ),
+        *rouge_sections,
         f"## Mean {metric} over clients by round (%)",
         "",
         "Round r: the model each client received at the start of round r (round 0: the initial model, with an "

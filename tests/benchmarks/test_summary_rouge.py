@@ -1,0 +1,48 @@
+"""The quality summary of ROUGE-scored suites (flan-8, flan-pairs): the mean-over-tasks table with paired gaps to
+Local and FedAMP, and per-task ROUGE-1 / ROUGE-Lsum tables."""
+
+import json
+
+from benchmarks.summary import write_summary
+
+SCORES = {  # method -> (rouge1, rouge_lsum, exact match) of site-1 and site-2, seed 0; seed 1 adds 0.1 to rouge1
+    "local": ((0.5, 0.4, 0.3), (0.7, 0.6, 0.5)),
+    "fedamp": ((0.4, 0.4, 0.2), (0.6, 0.6, 0.4)),
+    "fedbip": ((0.6, 0.5, 0.4), (0.5, 0.6, 0.5)),
+}
+
+
+def test_mean_over_tasks_table_has_paired_gaps(tmp_path):
+    runs = []
+    for method, sites in SCORES.items():
+        for seed in (0, 1):
+            clients = {
+                f"site-{k + 1}": {
+                    "task": f"t{k}",
+                    "rouge1": r1 + 0.1 * seed,
+                    "rouge_lsum": rl,
+                    "rouge_l": rl,
+                    "accuracy": em,
+                    "history": [],
+                }
+                for k, (r1, rl, em) in enumerate(sites)
+            }
+            folder = tmp_path / method / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "results.json").write_text(json.dumps({"method": method, "num_rounds": 1, "clients": clients}))
+            runs.append({"method": method, "seed": seed, "status": "ok", "wall_time_s": 1.0, "error": None})
+    info = {"command": "cmd", "spec": {"suite": "flan-8", "modality": "causal-lm"}, "methods": list(SCORES)}
+    (tmp_path / "benchmark.json").write_text(json.dumps({**info, "runs": runs}))
+    write_summary(str(tmp_path))
+    summary = (tmp_path / "summary.md").read_text()
+    table = summary.split("## Mean over tasks (%)")[1].split("##")[0]
+    assert "| method | ROUGE-1 | ROUGE-Lsum | exact match | Δ ROUGE-1 vs local | Δ ROUGE-1 vs fedamp |" in table
+    # local rouge1: mean(0.5, 0.7) = 60.0 at seed 0, 70.0 at seed 1; fedbip: 55.0 / 65.0, so -5.0 vs local
+    # (paired), +5.0 vs fedamp (50.0 / 60.0); worst client vs local: site-2, 0.5 - 0.7 = -20.0.
+    assert "| local | 65.0 ± 7.1 | 50.0 ± 0.0 | 40.0 ± 0.0 | - | +10.0 ± 0.0 | - | +0.0 ± 0.0 | - |" in table
+    assert (
+        "| fedbip | 60.0 ± 7.1 | 55.0 ± 0.0 | 45.0 ± 0.0 | -5.0 ± 0.0 | +5.0 ± 0.0 | +5.0 ± 0.0 | +5.0 ± 0.0 "
+        "| -20.0 ± 0.0 |" in table
+    )
+    for title in ("ROUGE-1 F1", "ROUGE-Lsum F1", "ROUGE-L F1"):
+        assert f"## Final {title} (%)" in summary
