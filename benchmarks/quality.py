@@ -441,6 +441,39 @@ def run_one(method: str, spec: RunSpec, output: str, provenance: Optional[Mappin
     return record
 
 
+INVOCATION_KEYS = ("command", "git_commit", "machine", "methods", "seeds")
+
+
+def merge_invocations(output: str, info: Dict[str, Any]) -> Dict[str, Any]:
+    """``info`` joined with an earlier ``DIR/benchmark.json`` of the same configuration (a campaign split by seeds or
+    methods over several invocations): its runs are kept (those rerun now are replaced when they finish), methods
+    and seeds are united, and ``"invocations"`` lists every invocation's command, commit, machine, methods and seeds.
+
+    Raises:
+        ValueError: DIR holds a benchmark of another configuration (spec or data config).
+    """
+    path = os.path.join(output, BENCHMARK_FILE)
+    current = {k: info[k] for k in INVOCATION_KEYS}
+    if not os.path.exists(path):
+        return {**info, "invocations": [current]}
+    with open(path) as f:
+        previous = json.load(f)
+    for key in ("spec", "data"):
+        if previous.get(key) != info[key]:
+            raise ValueError(
+                f"{output} holds a benchmark with another {key} ({previous.get(key)} vs {info[key]}); "
+                "use another --output or the same flags"
+            )
+    earlier = previous.get("invocations") or [{k: previous.get(k) for k in (*INVOCATION_KEYS, "wall_time_s")}]
+    return {
+        **info,
+        "methods": list(dict.fromkeys([*previous.get("methods", []), *info["methods"]])),
+        "seeds": sorted({*previous.get("seeds", []), *info["seeds"]}),
+        "runs": previous.get("runs", []),
+        "invocations": [*earlier, current],
+    }
+
+
 def write_benchmark(output: str, info: Mapping[str, Any]) -> None:
     """Writes ``DIR/benchmark.json`` (command, configuration, runs), which ``--summary-only`` reads."""
     with open(os.path.join(output, BENCHMARK_FILE), "w") as f:
@@ -460,9 +493,12 @@ def run_benchmark(
         info: ``benchmark.json``'s content so far; its ``"runs"`` list is filled in.
 
     Returns:
-        The run records (see ``run_one``), seed-major.
+        The records of the runs made now (see ``run_one``), seed-major; ``info["runs"]`` also keeps the records
+        of earlier invocations that were not rerun.
     """
-    info["runs"] = []
+    todo = {(m, s) for m in methods for s in seeds}
+    info["runs"] = [r for r in info.get("runs", []) if (r["method"], r["seed"]) not in todo]
+    new: List[Dict[str, Any]] = []
     for seed in seeds:
         spec = RunSpec(**{**asdict(base), "seed": seed})
         for method in methods:
@@ -471,8 +507,9 @@ def run_benchmark(
             record = run_one(method, spec, output, provenance)
             logger.info("%s seed %d: %s in %.1f s", method, seed, record["status"], record["wall_time_s"])
             info["runs"].append(record)
+            new.append(record)
             write_benchmark(output, info)
-    return info["runs"]
+    return new
 
 
 def _jsonable(value: Any) -> Any:
@@ -648,9 +685,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "git_commit": git_commit(),
         "machine": machine(),
     }
+    try:
+        info = merge_invocations(output, info)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     runs = run_benchmark(methods, args.seeds, base, output, info)
-    info["wall_time_s"] = round(time.perf_counter() - start, 1)
+    info["invocations"][-1]["wall_time_s"] = round(time.perf_counter() - start, 1)
+    info["wall_time_s"] = round(sum(i.get("wall_time_s") or 0.0 for i in info["invocations"]), 1)
     write_benchmark(output, info)
     print(write_summary(output))
     failed = [r for r in runs if r["status"] != "ok"]

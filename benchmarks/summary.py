@@ -256,6 +256,24 @@ def conflict_weights(output: str, runs: Runs, methods: Sequence[str], conflictin
     return rows
 
 
+def invocation_lines(info: Mapping[str, Any]) -> List[str]:
+    """Where a benchmark's runs came from when it took several invocations: one line each, and a warning line when
+    they ran at different commits (or none when there was a single invocation)."""
+    invocations = info.get("invocations") or []
+    if len(invocations) < 2:
+        return []
+    lines = ["Invocations (the runs of this folder were made by several commands):", ""]
+    for inv in invocations:
+        lines.append(
+            f"- `{inv.get('command')}` at commit `{inv.get('git_commit')}`: methods "
+            f"{', '.join(inv.get('methods') or [])}; seeds {inv.get('seeds')}; {inv.get('wall_time_s', '?')} s"
+        )
+    commits = sorted({str(inv.get("git_commit")) for inv in invocations})
+    if len(commits) > 1:
+        lines += ["", f"**Runs from {len(commits)} different commits: {', '.join(commits)}.**"]
+    return lines + [""]
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -363,6 +381,7 @@ def write_summary(output: str) -> str:
         f"Command: `{info.get('command')}`"
         + (f" (at commit `{info['git_commit']}`)" if info.get("git_commit") else ""),
         "",
+        *invocation_lines(info),
         f"Configuration: {config or '?'}; seeds {seeds}; data config `{json.dumps(info.get('data', {}))}`.",
         "",
         f"## Final {metric} (%), mean ± std over seeds",

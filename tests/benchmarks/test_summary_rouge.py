@@ -3,6 +3,8 @@ Local and FedAMP, and per-task ROUGE-1 / ROUGE-Lsum tables."""
 
 import json
 
+import pytest
+
 from benchmarks.summary import write_summary
 
 SCORES = {  # method -> (rouge1, rouge_lsum, exact match) of site-1 and site-2, seed 0; seed 1 adds 0.1 to rouge1
@@ -46,3 +48,29 @@ def test_mean_over_tasks_table_has_paired_gaps(tmp_path):
     )
     for title in ("ROUGE-1 F1", "ROUGE-Lsum F1", "ROUGE-L F1"):
         assert f"## Final {title} (%)" in summary
+
+
+def test_invocations_of_a_campaign_are_merged_and_listed(tmp_path):
+    from benchmarks.quality import merge_invocations
+    from benchmarks.summary import invocation_lines
+
+    base = {"spec": {"suite": "flan-8"}, "data": {"suite": "flan-8"}, "machine": {}, "groups": {}}
+    first = merge_invocations(
+        str(tmp_path), {**base, "command": "a", "git_commit": "c1", "methods": ["local"], "seeds": [1]}
+    )
+    first["runs"] = [{"method": "local", "seed": 1, "status": "ok"}]
+    first["invocations"][-1]["wall_time_s"] = 10.0
+    (tmp_path / "benchmark.json").write_text(json.dumps(first))
+    second = merge_invocations(
+        str(tmp_path), {**base, "command": "b", "git_commit": "c2", "methods": ["fedbip"], "seeds": [2]}
+    )
+    assert second["runs"] == first["runs"], "earlier runs are kept"
+    assert second["methods"] == ["local", "fedbip"] and second["seeds"] == [1, 2]
+    assert [i["command"] for i in second["invocations"]] == ["a", "b"]
+    lines = invocation_lines(second)
+    assert "**Runs from 2 different commits: c1, c2.**" in lines
+    with pytest.raises(ValueError, match="another spec"):
+        merge_invocations(
+            str(tmp_path),
+            {**base, "spec": {"suite": "x"}, "command": "c", "git_commit": "c3", "methods": [], "seeds": []},
+        )
