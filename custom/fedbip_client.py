@@ -1,7 +1,7 @@
 """FedBip Client API training script (bring-your-own-code jobs and external-process launch).
 
 It uses the same library as ``FedBipExecutor``; ``FedBipRecipe(client_mode="client_api")`` ships it with
-the job and passes the executor's settings as flags, e.g.::
+the job and passes the executor's settings as flags (one per ``TrainSettings`` field, generated from it), e.g.::
 
     fedbip_client.py --model sentence-transformers/all-MiniLM-L6-v2 --data suite=text-tasks --data n_train=300
 """
@@ -14,8 +14,8 @@ from nvflare.apis.fl_constant import FLMetaKey
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.client.tracking import SummaryWriter
 
-from fedbip_nvflare.client import SiteSession, TrainSettings
-from fedbip_nvflare.client.settings import PRECISIONS
+from fedbip_nvflare.client import SiteSession
+from fedbip_nvflare.client.settings import add_arguments, from_arguments
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.modalities import DEFAULT_MODALITY, MODALITIES, default_targets
 from fedbip_nvflare.models import LoraSettings
@@ -38,21 +38,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--target-modules", default=None, help="comma-separated module names (default: the modality's default)"
     )
-    p.add_argument("--local-epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--head-learning-rate", type=float, default=5e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--num-threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-lora", default="True", choices=["True", "False"], help="False: head-only probe")
-    p.add_argument("--federate-head", default="False", choices=["True", "False"], help="True: the head travels")
-    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="forward passes: fp32 or autocast")
-    p.add_argument("--gradient-accumulation-steps", type=int, default=1, help="batches per optimizer step")
-    p.add_argument("--gradient-checkpointing", default="False", choices=["True", "False"], help="recompute activations")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="generation length of a causal LM's evaluation")
-    p.add_argument("--round-eval-examples", type=int, default=None, help="test examples for the per-round evaluations")
+    add_arguments(p)  # one flag per TrainSettings field (--local-epochs, --batch-size, ...)
     p.add_argument("--state-dir", default=None, help="site folder for the private head and final adapter")
     return p.parse_args()
 
@@ -84,23 +70,7 @@ def main() -> None:
     state_dir = args.state_dir or os.path.join(os.getcwd(), K.STATE_DIR, site)
     targets = tuple(args.target_modules.split(",")) if args.target_modules else default_targets(args.modality)
     lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, targets)
-    settings = TrainSettings(
-        local_epochs=args.local_epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        head_learning_rate=args.head_learning_rate,
-        weight_decay=args.weight_decay,
-        max_length=args.max_length,
-        num_threads=args.num_threads,
-        seed=args.seed,
-        train_lora=args.train_lora == "True",
-        federate_head=args.federate_head == "True",
-        round_eval_examples=args.round_eval_examples,
-        precision=args.precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        gradient_checkpointing=args.gradient_checkpointing == "True",
-        max_new_tokens=args.max_new_tokens,
-    )
+    settings = from_arguments(args)
     session = SiteSession(site, state_dir, args.model, parse_data(args.data), lora, settings, modality=args.modality)
     writer = SummaryWriter()  # NVFlare experiment tracking: reaches the server's receiver when the job has one
 

@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 import torch
 
-from fedbip_nvflare.client.trainer import HEAD_FILE, LABELS_FILE
-from fedbip_nvflare.data.batching import pad_sequences
+from fedbip_nvflare.client.trainer_base import HEAD_FILE, LABELS_FILE
 from fedbip_nvflare.data.text import read_json_objects
+from fedbip_nvflare.models.batching import pad_sequences
 from fedbip_nvflare.models.resolve import resolve_model_path
 from fedbip_nvflare.models.text import TextClassifier
 

@@ -10,8 +10,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from fedbip_nvflare.client.trainer import HEAD_FILE, LABELS_FILE
-from fedbip_nvflare.data.images import IMAGE_EXTENSIONS, normalize, read_images
+from fedbip_nvflare.client.trainer_base import HEAD_FILE, LABELS_FILE
+from fedbip_nvflare.data.images import IMAGE_EXTENSIONS, read_images
+from fedbip_nvflare.models.pixels import normalize
 from fedbip_nvflare.models.vision import ImageClassifier, backbone_feature_size, load_vision_backbone
 from fedbip_nvflare.predict import (
     attach_adapter,

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from fedbip_nvflare.client import TextSiteTrainer, TrainSettings
-from fedbip_nvflare.client.trainer import HEAD_FILE, LABELS_FILE
+from fedbip_nvflare.client.trainer_base import HEAD_FILE, LABELS_FILE
 from fedbip_nvflare.data import TextSplit, TextTaskData
 from fedbip_nvflare.models import LoraSettings
 from fedbip_nvflare.predict import (

@@ -14,6 +14,7 @@ from nvflare.app_common.app_constant import AppConstants
 
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.core import params_digest
+from fedbip_nvflare.state_files import UPDATES_DIR, ClientStateStore
 
 RECEIVED_FILE = "received.jsonl"
 
@@ -80,8 +81,6 @@ def received_model_problems(server_run_dir: str, site_run_dirs: Mapping[str, str
         The problems found (empty when every site received only its own models).
     """
     from safetensors.torch import load_file
-
-    from fedbip_nvflare.server.state import UPDATES_DIR, ClientStateStore
 
     _, _, final, _ = ClientStateStore(os.path.join(server_run_dir, K.STATE_DIR, "state")).load()
     updates = os.path.join(server_run_dir, K.STATE_DIR, UPDATES_DIR)

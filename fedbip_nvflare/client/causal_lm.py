@@ -7,8 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from fedbip_nvflare.client.trainer import SiteTrainer
-from fedbip_nvflare.data.batching import pad_sequences
+from fedbip_nvflare.client.trainer_base import SiteTrainer
 from fedbip_nvflare.data.instruct import (
     IGNORE_INDEX,
     PROMPT_TEMPLATE,
@@ -17,6 +16,7 @@ from fedbip_nvflare.data.instruct import (
     encode_example,
     encode_prompt,
 )
+from fedbip_nvflare.models.batching import pad_sequences
 from fedbip_nvflare.models.causal_lm import build_causal_lm, generate_greedy
 from fedbip_nvflare.models.lora import LoraSettings
 
@@ -107,20 +107,10 @@ class CausalLMSiteTrainer(SiteTrainer):
         self._train: List[Tuple[List[int], List[int]]] = [
             encode_example(e, self.tokenizer, length) for e in self.data.train.examples
         ]
-        self._prompts: List[List[int]] = [encode_prompt(e, self.tokenizer, length) for e in self.data.test.examples]
+        self._test: List[List[int]] = [encode_prompt(e, self.tokenizer, length) for e in self.data.test.examples]
         self._references: List[str] = [e.output for e in self.data.test.examples]
         self._metrics: Dict[str, float] = {}
         self.predictions: Dict[int, str] = {}
-
-    @property
-    def n_train(self) -> int:
-        """Number of training examples."""
-        return len(self._train)
-
-    @property
-    def n_test(self) -> int:
-        """Number of test examples."""
-        return len(self._prompts)
 
     def _train_batch(self, indices: List[int]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Right-padded ``(input_ids, attention_mask, labels)`` of training examples."""
@@ -144,7 +134,7 @@ class CausalLMSiteTrainer(SiteTrainer):
             return generate_greedy(
                 self.model.backbone,
                 self.tokenizer,
-                [self._prompts[i] for i in indices],
+                [self._test[i] for i in indices],
                 self.settings.max_new_tokens,
                 self.settings.eval_batch_size,
                 self.device,

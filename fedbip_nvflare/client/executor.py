@@ -17,8 +17,8 @@ from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.client.site import SiteSession
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.modalities import DEFAULT_MODALITY, default_targets, get_modality
 from fedbip_nvflare.models import LoraSettings
+from fedbip_nvflare.models.backbones import DEFAULT_MODALITY, default_targets, get_backbone
 from fedbip_nvflare.tracking import track_scalars
 
 
@@ -43,25 +43,16 @@ class FedBipExecutor(Executor):
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
         target_modules: Modules LoRA adapts (None: the modality's default).
-        local_epochs: Local epochs per round.
-        batch_size: Training batch size.
-        learning_rate: LoRA learning rate.
-        head_learning_rate: Head learning rate.
-        weight_decay: AdamW weight decay.
-        max_length: Token truncation length.
-        num_threads: torch CPU threads (None: torch default).
-        seed: Seed (head init, shuffling); LoRA init comes from the server's θ̄⁰.
-        train_lora: False trains only the head on the frozen backbone (the "probe" baseline).
-        federate_head: Send the head with the LoRA tensors (all sites must share one label space).
-        round_eval_examples: Test examples for the per-round evaluations (None: all; see ``TrainSettings``).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (forward passes under autocast; see ``TrainSettings``).
-        gradient_accumulation_steps: Batches per optimizer step.
-        gradient_checkpointing: Recompute activations in the backward pass (less memory).
-        max_new_tokens: Generation length of a causal LM's evaluation.
+        settings: How the site fine-tunes (epochs, batch size, learning rates, precision, ...): one
+            :class:`~fedbip_nvflare.client.settings.TrainSettings`, validated when built (None: its defaults).
         modality: What the site trains: "text" (classifier), "vision" (image classifier), "causal-lm" (a key of
             ``fedbip_nvflare.modalities.MODALITIES``).
         train_task_name: Name of the train task.
         validate_task_name: Name of the validate task.
+
+    Raises:
+        ValueError: An unknown modality, a data configuration that is not a dict, bad LoRA settings or
+            ``settings`` that is not a TrainSettings.
     """
 
     def __init__(
@@ -72,27 +63,13 @@ class FedBipExecutor(Executor):
         lora_alpha: int = 16,
         lora_dropout: float = 0.05,
         target_modules: Optional[Sequence[str]] = None,
-        local_epochs: int = 1,
-        batch_size: int = 16,
-        learning_rate: float = 1e-3,
-        head_learning_rate: float = 5e-3,
-        weight_decay: float = 0.0,
-        max_length: int = 128,
-        num_threads: Optional[int] = None,
-        seed: int = 0,
-        train_lora: bool = True,
-        federate_head: bool = False,
-        round_eval_examples: Optional[int] = None,
-        precision: str = "fp32",
-        gradient_accumulation_steps: int = 1,
-        gradient_checkpointing: bool = False,
-        max_new_tokens: int = 32,
+        settings: Optional[TrainSettings] = None,
         modality: str = DEFAULT_MODALITY,
         train_task_name: str = K.TRAIN_TASK,
         validate_task_name: str = K.VALIDATE_TASK,
     ):
         super().__init__()
-        get_modality(modality)
+        get_backbone(modality)
         self.modality = modality
         self.model = model
         self.data = data if data is not None else {"suite": "text-tasks"}
@@ -100,43 +77,14 @@ class FedBipExecutor(Executor):
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
         self.target_modules = list(target_modules if target_modules is not None else default_targets(modality))
-        self.local_epochs = local_epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.head_learning_rate = head_learning_rate
-        self.weight_decay = weight_decay
-        self.max_length = max_length
-        self.num_threads = num_threads
-        self.seed = seed
-        self.train_lora = train_lora
-        self.federate_head = federate_head
-        self.round_eval_examples = round_eval_examples
-        self.precision = precision
-        self.gradient_accumulation_steps = gradient_accumulation_steps
-        self.gradient_checkpointing = gradient_checkpointing
-        self.max_new_tokens = max_new_tokens
+        self.settings = settings if settings is not None else TrainSettings()
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
         if not isinstance(self.data, dict):
             raise ValueError(f"data must be a dict data configuration, got {type(self.data).__name__}")
+        if not isinstance(self.settings, TrainSettings):
+            raise ValueError(f"settings must be a TrainSettings, got {type(self.settings).__name__}")
         self._lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
-        self._settings = TrainSettings(
-            local_epochs=local_epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            head_learning_rate=head_learning_rate,
-            weight_decay=weight_decay,
-            max_length=max_length,
-            num_threads=num_threads,
-            seed=seed,
-            train_lora=train_lora,
-            federate_head=federate_head,
-            round_eval_examples=round_eval_examples,
-            precision=precision,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            gradient_checkpointing=gradient_checkpointing,
-            max_new_tokens=max_new_tokens,
-        )
         self._session: Optional[SiteSession] = None
         self._state_dir: Optional[str] = None
         self._start_error: Optional[str] = None
@@ -155,7 +103,7 @@ class FedBipExecutor(Executor):
         if self._session is None:
             site = fl_ctx.get_identity_name()
             local_dir = fl_ctx.get_engine().get_workspace().get_site_config_dir()
-            data, settings, source = apply_site_config(local_dir, self.data, self._settings)
+            data, settings, source = apply_site_config(local_dir, self.data, self.settings)
             if source:
                 self.log_info(fl_ctx, f"site configuration from {source} overrides the job's data/resources")
             self.log_info(fl_ctx, f"loading model {self.model} and data {data} for {site}")

@@ -1,7 +1,15 @@
-"""Local fine-tuning settings shared by the executor, the Client API script and the recipe."""
+"""Local fine-tuning settings shared by the executor, the Client API script and the recipe.
 
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Tuple
+:class:`TrainSettings` is the one declaration of a site's fine-tuning options: the executor takes it whole, the
+recipe builds it, and the Client API script's flags are generated from its fields (:func:`add_arguments`).
+"""
+
+import argparse
+import dataclasses
+import re
+import typing
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 PRECISIONS: Tuple[str, ...] = ("fp32", "bf16", "fp16")
 
@@ -84,6 +92,61 @@ class TrainSettings:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
 
+    @classmethod
+    def pick(cls, values: Mapping[str, Any]) -> "TrainSettings":
+        """The settings among ``values`` (a caller's arguments, e.g. its ``locals()``); other keys are ignored and
+        settings missing from ``values`` take their defaults."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
     def to_dict(self) -> Dict[str, Any]:
         """Plain dict of the settings."""
         return asdict(self)
+
+
+def _field_help() -> Dict[str, str]:
+    """``{field: description}`` from TrainSettings' docstring ``Attributes:`` section."""
+    doc = (TrainSettings.__doc__ or "").split("Attributes:", 1)[-1]
+    helps: Dict[str, str] = {}
+    name = None
+    for line in doc.splitlines():
+        match = re.match(r"^ {8}(\w+): (.*)$", line)
+        if match:
+            name, text = match.groups()
+            helps[name] = text
+        elif name and line.startswith(" " * 12):
+            helps[name] += " " + line.strip()
+    return helps
+
+
+def _field_type(hint: Any) -> type:
+    """The flag's type of a field's type hint (``Optional[int]`` -> ``int``)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one ``--field-name`` flag per TrainSettings field, typed and defaulted from the dataclass.
+
+    A bool field takes ``True`` or ``False`` (how ``FedBipRecipe`` writes it); values are validated when
+    :func:`from_arguments` builds the settings.
+    """
+    hints = typing.get_type_hints(TrainSettings)
+    helps = _field_help()
+    for f in dataclasses.fields(TrainSettings):
+        kind = _field_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        text = helps.get(f.name, f.name).replace("%", "%%")
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, default=str(f.default), choices=["True", "False"], help=text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=f.default, help=text)
+
+
+def from_arguments(args: argparse.Namespace) -> TrainSettings:
+    """The TrainSettings of flags added by :func:`add_arguments` (raises ValueError for bad values)."""
+    hints = typing.get_type_hints(TrainSettings)
+    values = {}
+    for f in dataclasses.fields(TrainSettings):
+        value = getattr(args, f.name)
+        values[f.name] = value == "True" if _field_type(hints[f.name]) is bool else value
+    return TrainSettings(**values)

@@ -1,79 +1,28 @@
-"""One site's side of FedBip, independent of how NVFlare delivers tasks (Executor or Client API)."""
+"""One site's side of FedBip, independent of how NVFlare delivers tasks (Executor or Client API).
+
+``load_task_data`` (a site's data configuration → its task data) and ``to_numpy`` (the exchange format) are
+re-exported here for the code that imports them from the client.
+"""
 
 import json
 import logging
 import os
 from typing import Any, Dict, List, Mapping, Tuple
 
-import torch
-
 from fedbip_nvflare.client.settings import TrainSettings
-from fedbip_nvflare.client.trainer import HEAD_FILE
+from fedbip_nvflare.client.trainer_base import HEAD_FILE
+from fedbip_nvflare.client.trainers import TRAINERS
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.data import TextTaskData, load_site_data, load_suite_site, shift_labels, site_list
-from fedbip_nvflare.data.config import checked_data_config
-from fedbip_nvflare.modalities import DEFAULT_MODALITY, load_modality_data, trainer_class
-from fedbip_nvflare.models import LoraSettings
+from fedbip_nvflare.data.site_data import load_task_data
+from fedbip_nvflare.exchange import to_numpy
+from fedbip_nvflare.models.backbones import DEFAULT_MODALITY
+from fedbip_nvflare.models.lora import LoraSettings
+
+__all__ = ["HISTORY_FILE", "SiteSession", "load_task_data", "to_numpy"]
 
 logger = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.json"
-TEXT_SUITE_KEYS = frozenset(
-    {"suite", "n_train", "n_test", "seed", "data_dir", "num_clients", "group_size", "alpha", "conflict_sites"}
-)
-TEXT_FILE_KEYS = frozenset({"train_path", "test_path", "task", "max_train", "max_test", "seed", "test_fraction"})
-
-
-def load_task_data(data: Mapping[str, Any], site_name: str) -> TextTaskData:
-    """Loads a text site's data from its data configuration (the "text" modality's loader).
-
-    Args:
-        data: Either ``{"suite": "text-tasks", "n_train": 300, "n_test": 200, "seed": 0}`` (a built-in
-            offline suite, see :func:`fedbip_nvflare.data.load_suite_site`; the site's name picks its data),
-            optionally with ``"data_dir"`` and the suite options ``"num_clients"`` (int, required by
-            ``label-skew``), ``"group_size"`` (int, ``text-groups``, default 2), ``"alpha"`` (float,
-            ``label-skew``, default 1.0) and ``"conflict_sites"`` (sites whose labels are shifted by one,
-            ``"site-9,site-10"`` or a list: clients that conflict with the others, see
-            :func:`fedbip_nvflare.data.shift_labels`), or ``{"train_path": ..., "test_path": ...,
-            "task": ..., "max_train": ..., "max_test": ..., "seed": ...}`` (the site's own CSV/JSONL files
-            with ``text`` and ``label`` columns).
-        site_name: This site's name.
-
-    Returns:
-        The site's task data.
-
-    Raises:
-        ValueError: Neither or both of ``suite`` and ``train_path`` are given, unknown keys, or invalid suite
-            options (e.g. ``label-skew`` without ``num_clients``).
-    """
-    data = checked_data_config(data, site_name, TEXT_SUITE_KEYS, TEXT_FILE_KEYS, "the site's own CSV/JSONL file")
-    if "suite" in data:
-        task = load_suite_site(
-            data["suite"],
-            site_name,
-            n_train=int(data.get("n_train", 300)),
-            n_test=int(data.get("n_test", 200)),
-            seed=int(data.get("seed", 0)),
-            data_dir=data.get("data_dir"),
-            num_clients=None if data.get("num_clients") is None else int(data["num_clients"]),
-            group_size=int(data.get("group_size", 2)),
-            alpha=float(data.get("alpha", 1.0)),
-        )
-        return shift_labels(task) if site_name in site_list(data.get("conflict_sites")) else task
-    return load_site_data(
-        data["train_path"],
-        data.get("test_path"),
-        task=data.get("task"),
-        test_fraction=float(data.get("test_fraction", 0.2)),
-        seed=int(data.get("seed", 0)),
-        max_train=data.get("max_train"),
-        max_test=data.get("max_test"),
-    )
-
-
-def to_numpy(params: Mapping[str, Any]) -> Dict[str, Any]:
-    """fp32 numpy copies of tensors or arrays (NVFlare's default exchange format)."""
-    return {n: torch.as_tensor(t).detach().float().cpu().numpy().copy() for n, t in params.items()}
 
 
 class SiteSession:
@@ -83,7 +32,7 @@ class SiteSession:
         site_name: This site's name.
         state_dir: Folder for the site's private state (head) and final personalized adapter.
         model: HF model id or local folder.
-        data: Data configuration (the modality's loader reads it; text: see :func:`load_task_data`).
+        data: Data configuration (see :func:`fedbip_nvflare.data.site_data.load_task_data`).
         lora: LoRA settings.
         settings: Training settings.
         modality: What the site trains, a key of ``fedbip_nvflare.modalities.MODALITIES``.
@@ -102,8 +51,8 @@ class SiteSession:
         self.site_name = site_name
         self.state_dir = state_dir
         os.makedirs(state_dir, exist_ok=True)
-        task_data = load_modality_data(modality, data, site_name)
-        self.trainer = trainer_class(modality)(model, task_data, lora, settings)
+        task_data = load_task_data(data, site_name, modality)  # raises for an unknown modality
+        self.trainer = TRAINERS[modality](model, task_data, lora, settings)
         self.head_path = os.path.join(state_dir, HEAD_FILE)
         self.history_path = os.path.join(state_dir, HISTORY_FILE)
         if self.trainer.load_head(self.head_path):

@@ -5,9 +5,10 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
-from fedbip_nvflare.client.trainer import SiteTrainer
-from fedbip_nvflare.data.images import ImageSplit, ImageTaskData, normalize
+from fedbip_nvflare.client.trainer_base import SiteTrainer
+from fedbip_nvflare.data.images import ImageSplit, ImageTaskData
 from fedbip_nvflare.models.lora import LoraSettings
+from fedbip_nvflare.models.pixels import normalize
 from fedbip_nvflare.models.vision import build_image_classifier, image_input_dict
 
 
@@ -36,16 +37,6 @@ class ImageSiteTrainer(SiteTrainer):
     def _prepare_data(self) -> None:
         self._train, self._test = self.data.train, self.data.test
         self._side = self.image_input.image_size or self.data.image_size
-
-    @property
-    def n_train(self) -> int:
-        """Number of training images."""
-        return len(self._train)
-
-    @property
-    def n_test(self) -> int:
-        """Number of test images."""
-        return len(self._test)
 
     def _batch(self, split: ImageSplit, indices: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         x = normalize(split.images[indices], self.image_input.mean, self.image_input.std)

@@ -1,7 +1,9 @@
-"""FedBip's algorithm in plain PyTorch (no NVFlare imports).
+"""FedBip's algorithm in plain PyTorch (no NVFlare imports; nothing of the package outside ``core``).
 
 Public API (stable): :func:`cosine_similarity_matrix`, :func:`aggregation_weights`,
-:func:`personalized_aggregate`; plus the building blocks the server uses.
+:func:`personalized_aggregate`; plus the building blocks the server uses. The math (``task_vectors``,
+``similarity``, ``weights``, ``grouping``, ``aggregation`` with :func:`combine`, the one combine path) runs on the
+memory-bounded engine of ``blocks`` (:class:`~fedbip_nvflare.core.blocks.ColumnBlocks`).
 """
 
 from fedbip_nvflare.core.aggregation import (

@@ -5,9 +5,9 @@ from typing import Dict, Iterator, List, Mapping, Optional, Union
 
 import torch
 
-from fedbip_nvflare.core.blocks import BlockProduct, ColumnBlocks, flat_outputs, scatter
+from fedbip_nvflare.core.blocks import ColumnBlocks
 from fedbip_nvflare.core.grouping import GroupSpec, assign_groups
-from fedbip_nvflare.core.similarity import center_gram, cosine_from_gram, grams_of
+from fedbip_nvflare.core.similarity import center_gram, cosine_from_gram
 from fedbip_nvflare.core.weights import aggregation_weights, check_negative_policy
 
 Params = Dict[str, torch.Tensor]
@@ -56,16 +56,12 @@ def combine(
         ``{client: {name: update}}``.
     """
     clients = list(task_vectors)
-    return dict(zip(clients, combine_columns(ColumnBlocks([task_vectors[c] for c in clients], group_of), weights)))
+    return dict(zip(clients, _combine_rows(ColumnBlocks([task_vectors[c] for c in clients], group_of), weights)))
 
 
-def combine_columns(columns: ColumnBlocks, weights: WeightsResult, rows: slice = slice(None)) -> List[Params]:
+def _combine_rows(columns: ColumnBlocks, weights: WeightsResult, rows: slice = slice(None)) -> List[Params]:
     """``[{name: Σ_k p_ik τ_k}]`` for the weight rows ``rows``, in one pass over the stacked task vectors."""
-    product = BlockProduct()
-    buffers, outputs = flat_outputs(columns.reference, len(range(len(columns))[rows]))
-    for block, cols in columns:
-        scatter(product(_weight_rows(weights, block.key, rows), cols), block, buffers)
-    return outputs
+    return columns.combine(lambda key: _weight_rows(weights, key, rows), len(range(len(columns))[rows]))
 
 
 class StreamedUpdates(Mapping[str, Params]):
@@ -94,7 +90,7 @@ class StreamedUpdates(Mapping[str, Params]):
 
     def __getitem__(self, client: str) -> Params:
         i = self._index[client]
-        return combine_columns(self._columns, self._weights, slice(i, i + 1))[0]
+        return _combine_rows(self._columns, self._weights, slice(i, i + 1))[0]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._clients)
@@ -185,7 +181,7 @@ def fedbip_aggregate(
     names = list(task_vectors[clients[0]])
     group_of = assign_groups(names, groups) if layerwise else None
     columns = ColumnBlocks([task_vectors[c] for c in clients], group_of)
-    grams = grams_of(columns if similarity_vectors is None else ColumnBlocks([measured[c] for c in clients], group_of))
+    grams = (columns if similarity_vectors is None else ColumnBlocks([measured[c] for c in clients], group_of)).grams()
     if center:
         grams = {g: center_gram(m) for g, m in grams.items()}
     if layerwise:
@@ -196,7 +192,7 @@ def fedbip_aggregate(
     if streaming:
         updates: Mapping[str, Params] = StreamedUpdates(task_vectors, weights, group_of)
     else:
-        updates = dict(zip(clients, combine_columns(columns, weights)))
+        updates = dict(zip(clients, _combine_rows(columns, weights)))
     return AggregationResult(clients=clients, similarity=similarity, weights=weights, updates=updates)
 
 

@@ -1,5 +1,8 @@
 """Column blocks of stacked task vectors: the memory-bounded engine behind FedBip's two matmuls.
 
+The engine's entry points are :class:`ColumnBlocks` and its :meth:`ColumnBlocks.grams` / :meth:`ColumnBlocks.combine`;
+the math on their results (cosines, weights) lives in :mod:`.similarity` and :mod:`.weights`.
+
 FedBip needs ``G = T Tᵀ`` and ``U = P T`` for the ``[N, d]`` matrix ``T`` whose rows are the clients' flattened
 task vectors. ``T`` is never built: the d columns are cut into blocks of at most a few MiB, each block is
 gathered into one reused fp32 buffer (``N`` ``torch.cat`` calls), and both matmuls run block by block. Extra
@@ -7,7 +10,7 @@ memory is one block (plus one ``[N, block]`` product), whatever d is; the inputs
 """
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -139,7 +142,7 @@ def plan_blocks(
     return blocks
 
 
-def gather(flats: Sequence[Sequence[torch.Tensor]], block: Block, out: torch.Tensor) -> torch.Tensor:
+def _gather(flats: Sequence[Sequence[torch.Tensor]], block: Block, out: torch.Tensor) -> torch.Tensor:
     """Writes the block's columns of every vector into a contiguous ``[N, width]`` fp32 view of ``out``.
 
     Args:
@@ -190,10 +193,38 @@ class ColumnBlocks:
         buffer = torch.empty(len(self._flats) * self._width, dtype=torch.float32, device=device)
         with torch.no_grad():
             for block in self.blocks:
-                yield block, gather(self._flats, block, buffer)
+                yield block, _gather(self._flats, block, buffer)
+
+    def grams(self) -> Dict[Optional[str], torch.Tensor]:
+        """``{group: [N, N] fp32 Gram}`` ``G_ij = <τ_i, τ_j>``, accumulated block by block (key None: one group)."""
+        n = len(self)
+        grams: Dict[Optional[str], torch.Tensor] = {}
+        for block, cols in self:
+            gram = grams.get(block.key)
+            if gram is None:
+                gram = grams[block.key] = torch.zeros(n, n, dtype=torch.float32, device=cols.device)
+            gram.addmm_(cols, cols.T)
+        return grams
+
+    def combine(self, weights_of: Callable[[Optional[str]], torch.Tensor], count: int) -> List[Params]:
+        """``[{name: Σ_k w_mk τ_k}]``, one output per row m of the weights, in one pass over the columns.
+
+        Args:
+            weights_of: ``group -> [count, N]`` fp32 weights.
+            count: Number of weight rows M.
+
+        Returns:
+            M sets of tensors shaped like the vectors (dtype: :func:`output_dtype`), each backed by its own flat
+            buffers (see :func:`flat_outputs`).
+        """
+        product = _BlockProduct()
+        buffers, outputs = flat_outputs(self.reference, count)
+        for block, cols in self:
+            _scatter(product(weights_of(block.key), cols), block, buffers)
+        return outputs
 
 
-class BlockProduct:
+class _BlockProduct:
     """``weights @ columns`` into one reused buffer, so no block allocates (and page-faults) a fresh result."""
 
     def __init__(self):
@@ -234,7 +265,7 @@ def flat_outputs(
     return buffers, params
 
 
-def scatter(result: torch.Tensor, block: Block, buffers: Sequence[Mapping[torch.dtype, torch.Tensor]]) -> None:
+def _scatter(result: torch.Tensor, block: Block, buffers: Sequence[Mapping[torch.dtype, torch.Tensor]]) -> None:
     """Copies row i of a ``[M, width]`` block result into the block's columns of the i-th :func:`flat_outputs`."""
     for row, flat in zip(result, buffers):
         flat[block.dtype][block.flat_offset : block.flat_offset + block.width].copy_(row)

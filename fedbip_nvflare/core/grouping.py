@@ -1,7 +1,7 @@
 """Layer grouping for FedBip-L: which tensors share one set of aggregation weights."""
 
 import re
-from typing import Callable, Dict, Iterable, Mapping, Optional, Union
+from typing import Callable, Dict, Iterable, Mapping, Union
 
 _LAYER_INDEX = re.compile(r"\.\d+\.")
 
@@ -47,8 +47,3 @@ def assign_groups(names: Iterable[str], groups: GroupSpec = None) -> Dict[str, s
     if missing:
         raise KeyError(f"groups mapping has no group for tensors {missing[:5]} (and {max(0, len(missing) - 5)} more)")
     return {n: str(groups[n]) for n in names}
-
-
-def resolve_groups(names: Iterable[str], layerwise: bool, groups: GroupSpec = None) -> Optional[Dict[str, str]]:
-    """Group assignment for an aggregation: None for model-level, else ``{name: group}``."""
-    return assign_groups(names, groups) if layerwise else None

@@ -11,18 +11,6 @@ Matrix = torch.Tensor
 SimilarityResult = Union[Matrix, Dict[str, Matrix]]
 
 
-def grams_of(columns: ColumnBlocks) -> Dict[Optional[str], Matrix]:
-    """``{group: [N, N] fp32 Gram}`` of stacked task vectors, accumulated block of columns by block."""
-    n = len(columns)
-    grams: Dict[Optional[str], Matrix] = {}
-    for block, cols in columns:
-        gram = grams.get(block.key)
-        if gram is None:
-            gram = grams[block.key] = torch.zeros(n, n, dtype=torch.float32, device=cols.device)
-        gram.addmm_(cols, cols.T)
-    return grams
-
-
 def gram_matrices(
     vectors: Sequence[Mapping[str, torch.Tensor]], group_of: Optional[Mapping[str, str]] = None
 ) -> Dict[Optional[str], Matrix]:
@@ -35,7 +23,7 @@ def gram_matrices(
     Returns:
         ``{group: [N, N] fp32 Gram}``.
     """
-    return grams_of(ColumnBlocks(vectors, group_of))
+    return ColumnBlocks(vectors, group_of).grams()
 
 
 def center_gram(gram: Matrix) -> Matrix:

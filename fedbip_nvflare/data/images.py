@@ -3,27 +3,24 @@
 A site's own data is an image folder (``<root>/<label>/<file>``, optionally split into ``<root>/train/<label>/...``
 and ``<root>/test/<label>/...``) or an ``.npz`` file with ``x``, ``y`` (optionally ``x_test``, ``y_test``). Every
 image is made RGB (grey gets 3 equal channels) and ``image_size`` × ``image_size`` (the shorter side resized, then a
-centre crop), and kept as uint8; :func:`normalize` turns a split into the model's float input.
+centre crop), and kept as uint8; :func:`fedbip_nvflare.models.pixels.normalize` turns a split into the model's
+float input.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from fedbip_nvflare.data.config import LabelledTask, checked_data_config
+from fedbip_nvflare.data.config import LabelledTask
+from fedbip_nvflare.data.split import split_indices
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 DEFAULT_IMAGE_SIZE = 64
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-SUITE_KEYS = frozenset({"suite", "n_train", "n_test", "seed", "data_dir", "image_size"})
-FILE_KEYS = frozenset({"train_path", "task", "image_size", "test_fraction", "seed", "max_train", "max_test"})
 
 
 @dataclass
@@ -135,16 +132,6 @@ def fit_images(images: np.ndarray | Sequence[Any], image_size: int) -> np.ndarra
     return out
 
 
-def normalize(
-    images: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-) -> torch.Tensor:
-    """uint8 ``[N, S, S, 3]`` images as the model's float32 input ``[N, 3, S, S]``: ``(x / 255 - mean) / std``."""
-    x = torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean_t = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
-    std_t = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
-    return (x - mean_t) / std_t
-
-
 # -- site files --------------------------------------------------------------------------------------------
 def _image_files(root: str) -> tuple[list[str], list[str]]:
     """``(paths, label names)`` of the images in ``root/<label>/``, sorted."""
@@ -225,24 +212,6 @@ def _sorted_labels(names: set[str]) -> list[str]:
         return sorted(names)
 
 
-def _held_out(labels: np.ndarray, num_classes: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """A stratified held-out mask: ``fraction`` of each class (at least one of a class with two or more)."""
-    held = np.zeros(len(labels), dtype=bool)
-    for c in range(num_classes):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n = min(len(idx) - 1, max(1, round(fraction * len(idx)))) if len(idx) > 1 else 0
-        held[idx[:n]] = True
-    return held
-
-
-def _limit(n: int, limit: Any, name: str, rng: np.random.Generator) -> np.ndarray:
-    if limit is None:
-        return np.arange(n)
-    if not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {limit!r}")
-    return np.arange(n) if limit >= n else np.sort(rng.choice(n, size=int(limit), replace=False))
-
-
 def load_image_site_data(
     path: str,
     task: str | None = None,
@@ -286,23 +255,19 @@ def load_image_site_data(
     label_names = _sorted_labels(set(train_str))
     index = {name: i for i, name in enumerate(label_names)}
     train_y = np.array([index[s] for s in train_str], dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    if test_str is None:  # hold out part of the training images
-        if not 0.0 < float(test_fraction) < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-        held = _held_out(train_y, len(label_names), float(test_fraction), rng)
-        train_idx, test_idx = np.flatnonzero(~held), np.flatnonzero(held)
-        test_items, test_y = train_items, train_y
-    else:
+    test_y = train_y
+    if test_str is not None:
         unknown = sorted(set(test_str) - set(label_names))
         if unknown:
             raise ValueError(f"{path}: test labels {unknown[:5]} do not occur in the training split")
         test_y = np.array([index[s] for s in test_str], dtype=np.int64)
-        train_idx, test_idx = np.arange(len(train_y)), np.arange(len(test_y))
+    else:  # hold out part of the training images
+        test_items = train_items
+    n_test = None if test_str is None else len(test_y)
+    split = split_indices(train_y, len(label_names), n_test, test_fraction, seed, max_train, max_test)
+    train_idx, test_idx = split.train, split.test
     if len(test_idx) == 0:
         raise ValueError(f"{path}: no test images (every class has a single image); add images or a test split")
-    train_idx = train_idx[_limit(len(train_idx), max_train, "max_train", rng)]
-    test_idx = test_idx[_limit(len(test_idx), max_test, "max_test", rng)]
     name = task or os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
     return ImageTaskData(
         name,
@@ -317,46 +282,3 @@ def _fitted(items: Sequence[str] | np.ndarray, idx: np.ndarray, image_size: int)
     if isinstance(items, np.ndarray):
         return fit_images(items[idx], image_size)
     return read_images([items[i] for i in idx], image_size)
-
-
-def load_image_task_data(data: Mapping[str, Any] | None, site_name: str) -> ImageTaskData:
-    """The vision modality's data loader: a site's task from its data configuration.
-
-    Args:
-        data: Either a built-in offline suite, ``{"suite": "vision-domains", "n_train": 200, "n_test": 200,
-            "seed": 0, "image_size": 64, "data_dir": None}`` (the site's name picks its client), or the site's own
-            files, ``{"train_path": FOLDER_OR_NPZ, "task", "image_size", "test_fraction", "seed", "max_train",
-            "max_test"}`` (see :func:`load_image_site_data`).
-        site_name: The site's name (``site-K`` for a suite).
-
-    Returns:
-        The site's task data.
-
-    Raises:
-        ValueError: Neither or both of ``suite`` and ``train_path``, unknown keys, or invalid options.
-    """
-    from fedbip_nvflare.data.vision_suite import load_vision_suite_site
-
-    data = checked_data_config(
-        data, site_name, SUITE_KEYS, FILE_KEYS, "the site's image folder or .npz file, e.g. 'vision-domains'"
-    )
-    image_size = data.get("image_size", DEFAULT_IMAGE_SIZE)
-    if "suite" in data:
-        return load_vision_suite_site(
-            data["suite"],
-            site_name,
-            n_train=int(data.get("n_train", 200)),
-            n_test=int(data.get("n_test", 200)),
-            seed=int(data.get("seed", 0)),
-            image_size=image_size,
-            data_dir=data.get("data_dir"),
-        )
-    return load_image_site_data(
-        data["train_path"],
-        task=data.get("task"),
-        image_size=image_size,
-        test_fraction=float(data.get("test_fraction", 0.2)),
-        seed=int(data.get("seed", 0)),
-        max_train=data.get("max_train"),
-        max_test=data.get("max_test"),
-    )

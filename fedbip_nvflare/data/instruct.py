@@ -15,14 +15,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from fedbip_nvflare.data.config import checked_data_config, label_space_of
+from fedbip_nvflare.data.config import label_space_of
+from fedbip_nvflare.data.split import check_test_fraction, split_indices
 from fedbip_nvflare.data.text import read_json_objects
 
 IGNORE_INDEX = -100
 PROMPT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 PROMPT_TEMPLATE_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
-SUITE_KEYS = frozenset({"suite", "n_train", "n_test", "seed", "data_dir", "max_input_words", "max_instruction_words"})
-FILE_KEYS = frozenset({"train_path", "test_path", "task", "test_fraction", "seed", "max_train", "max_test"})
 
 
 @dataclass(frozen=True)
@@ -189,13 +188,6 @@ def read_instruct_file(path: str, require_output: bool = True) -> list[InstructE
     return examples
 
 
-def _subsample(examples: list[InstructExample], limit: int | None, rng: np.random.Generator) -> InstructSplit:
-    if limit is None or limit >= len(examples):
-        return InstructSplit(list(examples))
-    keep = np.sort(rng.choice(len(examples), size=int(limit), replace=False))
-    return InstructSplit([examples[i] for i in keep])
-
-
 def _of_task(path: str, examples: list[InstructExample], task: str) -> list[InstructExample]:
     """The examples of ``task`` when the file's records name several tasks (all of them otherwise)."""
     named = sorted({e.task for e in examples if e.task})
@@ -236,74 +228,17 @@ def load_instruct_files(
     named = sorted({e.task for e in train if e.task})
     task = task or (named[0] if len(named) == 1 else os.path.splitext(os.path.basename(train_path))[0])
     train = _of_task(train_path, train, task)
-    rng = np.random.default_rng(seed)
+    test = train
     if test_path is not None:
         test = _of_task(test_path, read_instruct_file(test_path), task)
     else:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        check_test_fraction(test_fraction)
         if len(train) < 2:
             raise ValueError(f"{train_path}: needs at least 2 examples to hold out a test split (or pass test_path)")
-        n_test = min(len(train) - 1, max(1, round(test_fraction * len(train))))
-        held = np.zeros(len(train), dtype=bool)
-        held[rng.permutation(len(train))[:n_test]] = True
-        test = [e for e, h in zip(train, held) if h]
-        train = [e for e, h in zip(train, held) if not h]
+    n_test = None if test_path is None else len(test)
+    split = split_indices(np.zeros(len(train), dtype=np.int64), 1, n_test, test_fraction, seed, max_train, max_test)
     return InstructTaskData(
         task=task,
-        train=_subsample(train, max_train, rng),
-        test=_subsample(test, max_test, rng),
-    )
-
-
-def load_instruct_task_data(data: Mapping[str, Any], site_name: str) -> InstructTaskData:
-    """Loads a causal-LM site's data from its data configuration (the "causal-lm" modality's loader).
-
-    Args:
-        data: Either ``{"suite": "instruct-tasks", "n_train": 64, "n_test": 32, "seed": 0, "max_input_words": 64}``
-            (the built-in offline suite, see :mod:`fedbip_nvflare.data.instruct_suite`; the site's name picks its
-            task; optional ``"data_dir"``), ``{"suite": "flan-8" | "flan-pairs", "data_dir": ..., "n_train",
-            "n_test", "seed", "max_instruction_words"}`` (a federated Flan directory, see
-            :mod:`fedbip_nvflare.data.flan`), or ``{"train_path": ..., "test_path": ..., "task": ...,
-            "test_fraction": 0.2, "max_train": ..., "max_test": ..., "seed": ...}`` (the site's own JSONL files,
-            see :func:`read_instruct_file`).
-        site_name: This site's name.
-
-    Raises:
-        ValueError: Neither or both of ``suite`` and ``train_path``, unknown keys, or invalid values.
-    """
-    from fedbip_nvflare.data.flan import FLAN_SUITES, load_flan_suite_site
-    from fedbip_nvflare.data.instruct_suite import load_instruct_suite_site
-
-    data = checked_data_config(
-        data, site_name, SUITE_KEYS, FILE_KEYS, "the site's own JSONL file of instruction/input/output records"
-    )
-    if data.get("suite") in FLAN_SUITES:
-        return load_flan_suite_site(
-            data["suite"],
-            site_name,
-            n_train=int(data.get("n_train", 300)),
-            n_test=int(data.get("n_test", 200)),
-            seed=int(data.get("seed", 0)),
-            data_dir=data.get("data_dir"),
-            max_instruction_words=int(data.get("max_instruction_words", 10_000)),
-        )
-    if "suite" in data:
-        return load_instruct_suite_site(
-            data["suite"],
-            site_name,
-            n_train=int(data.get("n_train", 64)),
-            n_test=int(data.get("n_test", 32)),
-            seed=int(data.get("seed", 0)),
-            data_dir=data.get("data_dir"),
-            max_input_words=int(data.get("max_input_words", 64)),
-        )
-    return load_instruct_files(
-        data["train_path"],
-        data.get("test_path"),
-        task=data.get("task"),
-        test_fraction=float(data.get("test_fraction", 0.2)),
-        seed=int(data.get("seed", 0)),
-        max_train=None if data.get("max_train") is None else int(data["max_train"]),
-        max_test=None if data.get("max_test") is None else int(data["max_test"]),
+        train=InstructSplit([train[i] for i in split.train]),
+        test=InstructSplit([test[i] for i in split.test]),
     )

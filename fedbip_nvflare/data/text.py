@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fedbip_nvflare.data.config import LabelledTask
+from fedbip_nvflare.data.split import split_indices
 
 _SEPARATORS = {".csv": ",", ".tsv": "\t"}
 _JSON_EXTS = (".jsonl", ".json")
@@ -155,13 +156,6 @@ def _read_json_records(path: str) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def _subsample(texts: list[str], labels: list[int], limit: int | None, rng: np.random.Generator) -> TextSplit:
-    if limit is None or limit >= len(texts):
-        return TextSplit(list(texts), list(labels))
-    keep = np.sort(rng.choice(len(texts), size=limit, replace=False))
-    return TextSplit([texts[i] for i in keep], [labels[i] for i in keep])
-
-
 def load_site_data(
     train_path: str,
     test_path: str | None = None,
@@ -179,7 +173,7 @@ def load_site_data(
             (deterministically for ``seed``; at least one example per class with two or more examples).
         task: Task name; defaults to the stem of ``train_path``.
         test_fraction: Held-out fraction when ``test_path`` is None, in (0, 1).
-        seed: Seed of the split and of the subsampling.
+        seed: Seed of the split and of the subsampling (see :func:`fedbip_nvflare.data.split.split_indices`).
         max_train: Keep at most this many training examples (random, deterministic for ``seed``).
         max_test: Keep at most this many test examples (random, deterministic for ``seed``).
 
@@ -190,31 +184,22 @@ def load_site_data(
         FileNotFoundError: If a file is missing.
         ValueError: For malformed files, a bad ``test_fraction``, or test labels absent from the training file.
     """
-    train_texts, train_str = load_text_file(train_path)
+    texts, train_str = load_text_file(train_path)
     label_names = sorted(set(train_str))
     index = {name: i for i, name in enumerate(label_names)}
-    train_labels = [index[s] for s in train_str]
-    rng = np.random.default_rng(seed)
+    labels = [index[s] for s in train_str]
+    test_texts, test_labels = texts, labels
     if test_path is not None:
         test_texts, test_str = load_text_file(test_path)
         unknown = sorted(set(test_str) - set(label_names))
         if unknown:
             raise ValueError(f"{test_path}: labels {unknown} do not occur in the training file {train_path}")
         test_labels = [index[s] for s in test_str]
-    else:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-        y = np.asarray(train_labels)
-        held = np.zeros(len(y), dtype=bool)
-        for c in range(len(label_names)):
-            idx = rng.permutation(np.flatnonzero(y == c))
-            n = min(len(idx) - 1, max(1, round(test_fraction * len(idx)))) if len(idx) > 1 else 0
-            held[idx[:n]] = True
-        test_texts, test_labels = [train_texts[i] for i in np.flatnonzero(held)], y[held].tolist()
-        train_texts, train_labels = [train_texts[i] for i in np.flatnonzero(~held)], y[~held].tolist()
+    n_test = None if test_path is None else len(test_texts)
+    split = split_indices(np.asarray(labels), len(label_names), n_test, test_fraction, seed, max_train, max_test)
     return TextTaskData(
         task=task or os.path.splitext(os.path.basename(train_path))[0],
         label_names=label_names,
-        train=_subsample(train_texts, train_labels, max_train, rng),
-        test=_subsample(test_texts, test_labels, max_test, rng),
+        train=TextSplit([texts[i] for i in split.train], [labels[i] for i in split.train]),
+        test=TextSplit([test_texts[i] for i in split.test], [test_labels[i] for i in split.test]),
     )

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from fedbip_nvflare import assets
-from fedbip_nvflare.data.batching import pad_sequences
-from fedbip_nvflare.models.lora import LoraSettings
+from fedbip_nvflare.models.batching import pad_sequences
+from fedbip_nvflare.models.lora import LoraSettings, with_lora
 from fedbip_nvflare.models.resolve import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -240,19 +240,12 @@ def build_causal_lm(
     Raises:
         ValueError: LoRA targets match no module of the model.
     """
-    from peft import get_peft_model
-
     source = locate_causal_lm(model_name_or_path)
     base, tokenizer = load_pretrained_causal_lm(source, dtype)
     torch.manual_seed(seed)
     if gradient_checkpointing:
         base.enable_input_require_grads()
-    try:
-        peft_model = get_peft_model(base, lora.peft_config())
-    except ValueError as e:
-        raise ValueError(
-            f"LoRA target modules {list(lora.target_modules)} do not match modules of {model_name_or_path!r}: {e}"
-        ) from e
+    peft_model = with_lora(base, lora, model_name_or_path)
     return CausalLM(peft_model), tokenizer, source
 
 

@@ -1,8 +1,8 @@
-"""LoRA settings and the shared initial adapter θ̄⁰."""
+"""LoRA settings, wrapping a module with LoRA (every model kind), and the classification head's initial tensors."""
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -47,6 +47,30 @@ class LoraSettings:
         )
 
 
+def with_lora(module: nn.Module, lora: LoraSettings, model_name_or_path: str, modality: Optional[str] = None):
+    """``module`` wrapped by peft with LoRA (``peft.get_peft_model``): every model kind adds its adapter here.
+
+    Args:
+        module: The bare pre-trained module (its weights are frozen by peft).
+        lora: LoRA settings.
+        model_name_or_path: The model's id or path (named in errors).
+        modality: The model's modality (named in errors when given).
+
+    Returns:
+        The ``peft.PeftModel``.
+
+    Raises:
+        ValueError: The LoRA target modules match no module of ``module`` (names the targets and the model).
+    """
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(module, lora.peft_config())
+    except ValueError as e:
+        where = f"{model_name_or_path!r}" + (f" ({modality})" if modality else "")
+        raise ValueError(f"LoRA target modules {list(lora.target_modules)} do not match modules of {where}: {e}") from e
+
+
 HEAD_SEED_OFFSET = 1_000_003
 
 
@@ -84,90 +108,3 @@ class PrivateHeadMixin:
 def is_head(name: str) -> bool:
     """Whether a federated tensor name belongs to the classification head."""
     return name.startswith(HEAD_PREFIX)
-
-
-def _init_lora_tensor(name: str, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
-    # Matches peft's default init: A ~ kaiming_uniform(a=√5) = U(±1/√fan_in), B = 0.
-    if ".lora_A." in name:
-        bound = 1.0 / math.sqrt(shape[1])
-        return (torch.rand(tuple(shape), generator=generator) * 2 - 1) * bound
-    if ".lora_B." in name or ".lora_embedding_A" in name:
-        return torch.zeros(tuple(shape))
-    if ".lora_embedding_B" in name:
-        return torch.randn(tuple(shape), generator=generator)
-    raise ValueError(f"cannot initialise adapter tensor {name!r}: only LoRA A/B tensors are supported")
-
-
-def adapter_shapes(
-    model_name_or_path: str,
-    lora: LoraSettings,
-    head_labels: Optional[int] = None,
-    modality: str = "text",
-) -> Dict[str, Tuple[int, ...]]:
-    """Names and shapes of the LoRA tensors peft creates on a model, from its configuration alone.
-
-    The modality's bare backbone (:func:`fedbip_nvflare.modalities.build_backbone`) is built on the meta device, so
-    no base weights are loaded or allocated.
-
-    Args:
-        model_name_or_path: HF model id or local folder (only its configuration is read).
-        lora: LoRA settings.
-        head_labels: With a federated classification head, its number of labels (adds ``head.weight``
-            ``[labels, features]`` and ``head.bias``).
-        modality: The model's modality (a key of ``fedbip_nvflare.modalities.MODALITIES``).
-
-    Returns:
-        ``{name: shape}`` in peft's adapter state-dict order and naming, then the head's tensors.
-
-    Raises:
-        ValueError: The LoRA target modules match nothing in the model, or the modality has no head but
-            ``head_labels`` is given.
-    """
-    from peft import get_peft_model, get_peft_model_state_dict
-
-    from fedbip_nvflare.modalities import build_backbone
-
-    with torch.device("meta"):
-        backbone, features = build_backbone(modality, model_name_or_path)
-    try:
-        peft_model = get_peft_model(backbone, lora.peft_config())
-    except ValueError as e:
-        raise ValueError(
-            f"LoRA target modules {list(lora.target_modules)} do not match modules of {model_name_or_path!r} "
-            f"({modality}): {e}"
-        ) from e
-    shapes = {n: tuple(t.shape) for n, t in get_peft_model_state_dict(peft_model).items()}
-    if head_labels is not None:
-        if features <= 0:
-            raise ValueError(f"modality {modality!r} has no classification head to federate (head_labels given)")
-        shapes[HEAD_PREFIX + "weight"] = (int(head_labels), int(features))
-        shapes[HEAD_PREFIX + "bias"] = (int(head_labels),)
-    return shapes
-
-
-def initial_adapter(
-    model_name_or_path: str,
-    lora: LoraSettings,
-    seed: int = 0,
-    head_labels: Optional[int] = None,
-    modality: str = "text",
-) -> Dict[str, torch.Tensor]:
-    """The initial federated parameters θ̄⁰ every client starts from (deterministic for a seed).
-
-    Args:
-        model_name_or_path: HF model id or local folder.
-        lora: LoRA settings.
-        seed: Seed of the initialisation.
-        head_labels: Number of labels of a federated head (None: the head is client-private).
-        modality: The model's modality (a key of ``fedbip_nvflare.modalities.MODALITIES``).
-
-    Returns:
-        ``{name: fp32 tensor}`` named as peft's ``get_peft_model_state_dict`` (plus ``head.*``).
-    """
-    generator = torch.Generator().manual_seed(int(seed))
-    shapes = adapter_shapes(model_name_or_path, lora, head_labels, modality)
-    theta0 = {n: _init_lora_tensor(n, s, generator) for n, s in shapes.items() if not is_head(n)}
-    if head_labels is not None:
-        labels, hidden = shapes[HEAD_PREFIX + "weight"]
-        theta0.update(initial_head(labels, hidden, seed))
-    return theta0

@@ -5,7 +5,7 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-from fedbip_nvflare.models.lora import LoraSettings, PrivateHeadMixin, initial_head
+from fedbip_nvflare.models.lora import LoraSettings, PrivateHeadMixin, initial_head, with_lora
 from fedbip_nvflare.models.resolve import resolve_model_path
 
 
@@ -44,7 +44,6 @@ def build_text_classifier(
     Returns:
         ``(model, tokenizer)``; only LoRA and head parameters require grad.
     """
-    from peft import get_peft_model
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -56,12 +55,7 @@ def build_text_classifier(
     tokenizer = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(seed)
     backbone = AutoModel.from_pretrained(path)
-    try:
-        peft_backbone = get_peft_model(backbone, lora.peft_config())
-    except ValueError as e:
-        raise ValueError(
-            f"LoRA target modules {list(lora.target_modules)} do not match modules of {model_name_or_path!r}: {e}"
-        ) from e
+    peft_backbone = with_lora(backbone, lora, model_name_or_path)
     model = TextClassifier(peft_backbone, num_labels)
     model.load_head_state(initial_head(num_labels, model.head.in_features, seed))
     return model, tokenizer

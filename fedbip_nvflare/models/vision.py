@@ -20,8 +20,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from fedbip_nvflare.data.images import IMAGENET_MEAN, IMAGENET_STD
-from fedbip_nvflare.models.lora import LoraSettings, PrivateHeadMixin, initial_head
+from fedbip_nvflare.models.lora import LoraSettings, PrivateHeadMixin, initial_head, with_lora
 from fedbip_nvflare.models.mobilenet_v2 import (
     FEATURE_SIZE,
     MobileNetV2,
@@ -29,6 +28,7 @@ from fedbip_nvflare.models.mobilenet_v2 import (
     load_mobilenet_v2,
     pointwise_conv_names,
 )
+from fedbip_nvflare.models.pixels import IMAGENET_MEAN, IMAGENET_STD
 from fedbip_nvflare.models.resolve import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -195,19 +195,12 @@ def build_image_classifier(
         ValueError: Fewer than 2 labels, or LoRA targets that match no module of the backbone.
         FileNotFoundError: The model does not exist (or the offline copy was not fetched).
     """
-    from peft import get_peft_model
-
     if num_labels < 2:
         raise ValueError(f"a classification task needs at least 2 labels, got {num_labels}")
     torch.manual_seed(seed)
     backbone, image_input = load_vision_backbone(model_name_or_path)
     feature_size = backbone_feature_size(backbone)
-    try:
-        peft_backbone = get_peft_model(backbone, lora.peft_config())
-    except ValueError as e:
-        raise ValueError(
-            f"LoRA target modules {list(lora.target_modules)} do not match modules of {model_name_or_path!r}: {e}"
-        ) from e
+    peft_backbone = with_lora(backbone, lora, model_name_or_path)
     model = ImageClassifier(peft_backbone, feature_size, num_labels)
     model.load_head_state(initial_head(num_labels, feature_size, seed))
     return model, image_input

@@ -12,6 +12,10 @@ from nvflare.recipe.spec import Recipe
 from fedbip_nvflare.recipes.fedbip import PACKAGE
 from fedbip_nvflare.server.final_validation import FinalValidation
 from fedbip_nvflare.server.personalization import FedBipModelAggregator, FedBipPersonalizationFilter
+from fedbip_nvflare.server.rule import AggregationRule
+from fedbip_nvflare.server.rules import RULES, make_rule
+
+AGGREGATOR_OPTIONS = ("min_clients", "resume_from", "log_updates", "aggregator_name")
 
 
 def _server_config(job: FedJob):
@@ -44,8 +48,10 @@ def add_fedbip_personalization(
         final_validation: After the workflow, send each client its own final θ̄_i in a ``validate`` task and
             write ``<run dir>/fedbip/results.json`` (the clients must handle the validate task, as FedBip's
             executor and Client API script do).
-        **fedbip_options: ``FedBipModelAggregator`` options (layerwise, negative, similarity_on,
-            center_similarity, min_clients, resume_from, log_updates, norm_bound, streaming, aggregator_name).
+        **fedbip_options: ``FedBipModelAggregator`` options (min_clients, resume_from, log_updates,
+            aggregator_name); ``rule``, an ``AggregationRule`` or a registered rule name (default "fedbip"); and,
+            without a rule object, the rule's options (FedBip's layerwise, negative, similarity_on,
+            center_similarity, norm_bound, streaming).
 
     Returns:
         The aggregator placed in the job.
@@ -65,10 +71,7 @@ def add_fedbip_personalization(
             f"the recipe was given aggregator {type(ignored).__name__}; FedBip replaces the aggregation, so build "
             "the recipe without an aggregator and pass FedBip's options to add_fedbip_personalization"
         )
-    try:
-        aggregator = FedBipModelAggregator(**fedbip_options)
-    except TypeError as e:
-        raise ValueError(f"unknown FedBip option: {e}") from None
+    aggregator = FedBipModelAggregator(**_aggregator_arguments(dict(fedbip_options)))
     config = _server_config(job)
     tasks: List[str] = []
     found = []
@@ -120,3 +123,21 @@ def add_fedbip_personalization(
             id="fedbip_final_validation",
         )
     return aggregator
+
+
+def _aggregator_arguments(options: dict) -> dict:
+    """``FedBipModelAggregator``'s arguments: its own options, and the rule built from the rest."""
+    rule = options.pop("rule", "fedbip")
+    own = {k: options.pop(k) for k in AGGREGATOR_OPTIONS if k in options}
+    if isinstance(rule, AggregationRule):
+        if options:
+            raise ValueError(f"unknown FedBip option(s) {sorted(options)}: with a rule object, set them on the rule")
+        return {"rule": rule, **own}
+    takes = RULES[rule].option_names() if rule in RULES else []
+    unknown = sorted(set(options) - set(takes))
+    if rule in RULES and unknown:
+        raise ValueError(
+            f"unknown FedBip option(s) {unknown}: the aggregator takes {list(AGGREGATOR_OPTIONS)} and rule "
+            f"{rule!r} takes {takes}"
+        )
+    return {"rule": make_rule(rule, **options), **own}

@@ -1,5 +1,7 @@
 """FedBipRecipe: a validated Recipe-API front over FedBip's controller and client executor."""
 
+import dataclasses
+import inspect
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -8,16 +10,13 @@ from nvflare.job_config.api import FedJob
 from nvflare.recipe.spec import ExecEnv, Recipe
 
 from fedbip_nvflare.client.executor import FedBipExecutor
-from fedbip_nvflare.client.settings import PRECISIONS
+from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.modalities import DEFAULT_MODALITY, default_targets, get_modality
-from fedbip_nvflare.server.controller import (
-    FedBipController,
-    validate_aggregation,
-    validate_fedbip_options,
-    validate_head_options,
-)
-from fedbip_nvflare.server.fedavg import validate_server_learning_rate
+from fedbip_nvflare.modalities import DEFAULT_MODALITY
+from fedbip_nvflare.server.controller import FedBipController
+from fedbip_nvflare.server.rule import AggregationRule
+from fedbip_nvflare.server.rules import make_rule
+from fedbip_nvflare.server.settings import ServerSettings
 from fedbip_nvflare.tracking import validate_tracking
 
 PACKAGE = "fedbip_nvflare"
@@ -26,6 +25,17 @@ CLIENT_SCRIPT = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "custom", "fedbip_client.py"
 )
 _SITE_KEYS = ("data", "num_threads", "batch_size", "local_epochs")
+# The recipe's keywords that are options of a rule (FedBipRule's, FedAvgRule's server_learning_rate): set to
+# anything but their default, they go to the rule ``aggregation`` names, which refuses options it does not take.
+RULE_KEYWORDS = (
+    "layerwise",
+    "negative",
+    "similarity_on",
+    "center_similarity",
+    "norm_bound",
+    "streaming",
+    "server_learning_rate",
+)
 
 
 def client_script_args(settings: Dict[str, Any]) -> str:
@@ -88,6 +98,11 @@ class FedBipRecipe(Recipe):
     Mirrors NVFlare's ``FedAvgRecipe``: ``recipe.execute(SimEnv(...))`` (or ``PocEnv`` / ``ProdEnv``) runs it,
     ``python job.py --export --export-dir DIR`` exports the folder ``nvflare simulator`` takes.
 
+    The keywords are a front over three validated objects that travel whole: ``recipe.rule`` (the aggregation
+    rule, from ``aggregation``, ``aggregation_options`` and the rule keywords below, or ``rule=``),
+    ``recipe.server`` (:class:`~fedbip_nvflare.server.settings.ServerSettings`, the controller's arguments) and
+    ``recipe.client`` (:class:`~fedbip_nvflare.client.settings.TrainSettings`, the sites' fine-tuning settings).
+
     Args:
         name: Job name.
         model: HF model id or local folder, identical on the server and every site.
@@ -133,10 +148,14 @@ class FedBipRecipe(Recipe):
         launch_external_process: With ``client_mode="client_api"``, run the script in its own process.
         per_site_config: ``{site: {"data": {...}, "num_threads": ..., "batch_size": ..., "local_epochs": ...}}``.
         log_updates: Server saves what each client was sent and returned every round.
-        aggregation: Server rule: "fedbip" (default); a baseline through the same workflow ("local",
-            "fedamp", "oracle-groups"; see ``FedBipController``); or "fedavg": NVFlare's own ``FedAvg``
-            workflow averaging the LoRA tensors (heads stay local), then a final validate task.
+        aggregation: Server rule, a name in ``fedbip_nvflare.server.rules.RULES``: "fedbip" (default); a baseline
+            through the same workflow ("local", "fedamp", "oracle-groups"); or "fedavg": NVFlare's own ``FedAvg``
+            workflow averaging the LoRA tensors (heads stay local), then a final validate task. The rule keywords
+            (layerwise, negative, similarity_on, center_similarity, norm_bound, streaming, server_learning_rate)
+            are its options when set to anything but their default; a rule refuses options it does not take.
         aggregation_options: Options of a baseline rule (FedAMP ``sigma``/``self_weight``; oracle ``groups``).
+        rule: An ``AggregationRule`` object instead of ``aggregation``, ``aggregation_options`` and the rule
+            keywords (e.g. ``FedBipRule(layerwise=True)``, or a rule of your own registered in ``RULES``).
         train_lora: False trains only each site's head on the frozen backbone: with ``aggregation="local"``
             this is the "probe" baseline (how much the federated LoRA part adds at all).
         federate_head: Federate the classification head too, under the same weights, combined only among
@@ -200,79 +219,44 @@ class FedBipRecipe(Recipe):
         gradient_checkpointing: bool = False,
         max_new_tokens: int = 32,
         resume_from: Optional[str] = None,
+        rule: Optional[AggregationRule] = None,
     ):
-        get_modality(modality)
+        arguments = dict(locals())
         validate_tracking(tracking)
-        validate_fedbip_options(
-            num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout, norm_bound
+        keywords = dict(
+            layerwise=layerwise,
+            negative=negative,
+            similarity_on=similarity_on,
+            center_similarity=center_similarity,
+            norm_bound=norm_bound,
+            streaming=streaming,
+            server_learning_rate=server_learning_rate,
         )
-        if aggregation == "fedavg":
-            if aggregation_options:
-                raise ValueError(f"aggregation 'fedavg' takes no aggregation_options, got {aggregation_options!r}")
-        else:
-            validate_aggregation(aggregation, dict(aggregation_options or {}))
-        validate_head_options(federate_head, num_labels)
-        if resume_from is not None and aggregation == "fedavg":
-            raise ValueError("resume_from needs a FedBip-family aggregation (the controller's state), not 'fedavg'")
-        if norm_bound is not None and aggregation != "fedbip":
-            raise ValueError(f"norm_bound applies to FedBip's rule only, not to aggregation {aggregation!r}")
-        if aggregation == "fedavg" and federate_head and num_labels is None:
+        self.rule = self._rule(rule, aggregation, aggregation_options, keywords)
+        self.server = ServerSettings.pick(arguments)
+        if resume_from is not None and self.rule.nvflare_fedavg:
             raise ValueError(
-                "aggregation='fedavg' averages one head for everyone: federate_head=True needs num_labels (every "
-                "site's shared number of labels); heads per label space need a FedBip-family aggregation"
+                f"resume_from needs a FedBip-family aggregation (the controller's state), not {self.rule.name!r}"
             )
-        validate_server_learning_rate(server_learning_rate, aggregation)
+        if self.rule.nvflare_fedavg and federate_head and num_labels is None:
+            raise ValueError(
+                f"aggregation={self.rule.name!r} averages one head for everyone: federate_head=True needs num_labels "
+                "(every site's shared number of labels); heads per label space need a FedBip-family aggregation"
+            )
         if client_mode not in CLIENT_MODES:
             raise ValueError(f"client_mode must be one of {CLIENT_MODES}, got {client_mode!r}")
         if launch_external_process and client_mode != "client_api":
             raise ValueError("launch_external_process=True needs client_mode='client_api'")
         if not isinstance(model, str) or not model:
             raise ValueError("model must be a Hugging Face model id or a local model folder")
-        self.model = model
-        self.modality = modality
-        self.num_rounds = num_rounds
-        self.min_clients = min_clients
+        self.client = TrainSettings.pick(arguments)
         self.data = dict(data) if data is not None else {"suite": "text-tasks"}
-        self.layerwise = layerwise
-        self.negative = negative
-        self.similarity_on = similarity_on
-        self.center_similarity = center_similarity
-        self.norm_bound = norm_bound
-        self.streaming = streaming
-        self.resume_from = resume_from
-        self.lora_r = lora_r
-        self.lora_alpha = lora_alpha
-        self.lora_dropout = lora_dropout
-        self.target_modules = list(target_modules if target_modules is not None else default_targets(modality))
-        self.local_epochs = local_epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.head_learning_rate = head_learning_rate
-        self.max_length = max_length
-        self.num_threads = num_threads
-        self.seed = seed
-        self.train_timeout = train_timeout
-        self.validate_timeout = validate_timeout
         self.client_mode = client_mode
         self.launch_external_process = launch_external_process
         self.per_site_config = None
-        self.log_updates = log_updates
-        self.aggregation = aggregation
-        self.aggregation_options = dict(aggregation_options or {})
-        self.train_lora = train_lora
-        self.federate_head = federate_head
-        self.num_labels = num_labels
-        self.round_eval_examples = round_eval_examples
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
-        self.gradient_accumulation_steps = gradient_accumulation_steps
-        self.gradient_checkpointing = gradient_checkpointing
-        self.max_new_tokens = max_new_tokens
-        self.server_learning_rate = float(server_learning_rate)
         self.tracking = tracking
 
-        FedBipExecutor(**self._client_settings({}))  # validates every client argument once, here
+        self._client_component({})  # validates every client argument once, here
         job = FedJob(name=name, min_clients=min_clients)
         for component, component_id in self._server_components():
             job.to_server(component, id=component_id)
@@ -285,115 +269,120 @@ class FedBipRecipe(Recipe):
         if per_site_config is not None:
             self.set_per_site_config(per_site_config)
 
+    @staticmethod
+    def _rule(
+        rule: Optional[AggregationRule], aggregation: str, options: Optional[Dict[str, Any]], keywords: Dict[str, Any]
+    ) -> AggregationRule:
+        """``rule``, else the rule ``aggregation`` names with ``options`` and the rule keywords set off default."""
+        defaults = inspect.signature(FedBipRecipe.__init__).parameters
+        given = {k: keywords[k] for k in RULE_KEYWORDS if keywords[k] != defaults[k].default}
+        if rule is None:
+            return make_rule(aggregation, **{**dict(options or {}), **given})
+        if not isinstance(rule, AggregationRule):
+            raise ValueError(f"rule must be an AggregationRule (see fedbip_nvflare.server.rules), got {rule!r}")
+        if given or options or aggregation != defaults["aggregation"].default:
+            raise ValueError(
+                "rule= replaces aggregation, aggregation_options and the rule keywords "
+                f"{list(RULE_KEYWORDS)}: pass the rule's options to the rule, got {sorted(given) or aggregation!r}"
+            )
+        return rule
+
+    @property
+    def model(self) -> str:
+        """The HF model id or local folder."""
+        return self.server.model
+
+    @property
+    def modality(self) -> str:
+        """What the sites fine-tune."""
+        return self.server.modality
+
+    @property
+    def target_modules(self) -> List[str]:
+        """The modules LoRA adapts (the modality's default unless given)."""
+        return list(self.server.target_modules)
+
     def _server_components(self) -> List[tuple]:
         """The server's workflows and components, in order, as ``(component, id)`` pairs."""
-        lora = dict(
-            lora_r=self.lora_r,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=list(self.target_modules),
-        )
-        head_labels = self.num_labels if self.federate_head else None
-        if self.aggregation == "fedavg":
+        if self.rule.nvflare_fedavg:
             from fedbip_nvflare.server.final_validation import FinalValidation
             from fedbip_nvflare.server.persistor import AdapterPersistor
 
+            settings = self.server
             return [
                 (
                     AdapterPersistor(
-                        model=self.model, seed=self.seed, num_labels=head_labels, modality=self.modality, **lora
+                        model=settings.model,
+                        lora_r=settings.lora_r,
+                        lora_alpha=settings.lora_alpha,
+                        lora_dropout=settings.lora_dropout,
+                        target_modules=list(settings.target_modules),
+                        seed=settings.seed,
+                        num_labels=settings.num_labels if settings.federate_head else None,
+                        modality=settings.modality,
                     ),
                     "persistor",
                 ),
                 (self._fedavg(), "fedavg"),
-                (FinalValidation(method="fedavg", num_rounds=self.num_rounds, persistor_id="persistor"), "final"),
+                (
+                    FinalValidation(
+                        method=self.rule.method_name(), num_rounds=settings.num_rounds, persistor_id="persistor"
+                    ),
+                    "final",
+                ),
             ]
-        controller = FedBipController(
-            model=self.model,
-            num_rounds=self.num_rounds,
-            min_clients=self.min_clients,
-            layerwise=self.layerwise,
-            negative=self.negative,
-            similarity_on=self.similarity_on,
-            center_similarity=self.center_similarity,
-            norm_bound=self.norm_bound,
-            streaming=self.streaming,
-            resume_from=self.resume_from,
-            modality=self.modality,
-            seed=self.seed,
-            train_timeout=self.train_timeout,
-            validate_timeout=self.validate_timeout,
-            log_updates=self.log_updates,
-            aggregation=self.aggregation,
-            aggregation_options=self.aggregation_options,
-            federate_head=self.federate_head,
-            num_labels=self.num_labels,
-            **lora,
-        )
-        return [(controller, "fedbip_controller")]
+        return [(FedBipController(rule=self.rule, **self.server.to_dict()), "fedbip_controller")]
 
-    # -- per-site configuration ------------------------------------------------------------------
     def _fedavg(self):
         """NVFlare's own FedAvg; with a server learning rate other than 1, ``ServerLrFedAvg``."""
         from nvflare.app_common.workflows.fedavg import FedAvg
 
         from fedbip_nvflare.server.fedavg import ServerLrFedAvg
 
-        kwargs = dict(num_clients=self.min_clients, num_rounds=self.num_rounds, persistor_id="persistor")
-        if self.server_learning_rate == 1.0:
+        kwargs = dict(num_clients=self.server.min_clients, num_rounds=self.server.num_rounds, persistor_id="persistor")
+        eta = self.rule.server_learning_rate
+        if eta == 1.0:
             return FedAvg(**kwargs)
-        return ServerLrFedAvg(server_learning_rate=self.server_learning_rate, **kwargs)
+        return ServerLrFedAvg(server_learning_rate=eta, **kwargs)
 
+    # -- per-site configuration ------------------------------------------------------------------
     def _apply_per_site_config(self, config: Dict[str, Dict]) -> None:
         for site, site_config in config.items():
             unknown = sorted(set(site_config) - set(_SITE_KEYS))
             if unknown:
                 raise ValueError(f"per_site_config[{site!r}] has unknown keys {unknown}; allowed: {list(_SITE_KEYS)}")
-            self._client_settings(site_config)
+            self._client_component(site_config)
         self.per_site_config = config
 
     def _client_settings(self, site_config: Dict[str, Any]) -> Dict[str, Any]:
-        settings = dict(
-            model=self.model,
-            data=dict(site_config.get("data", self.data)),
-            lora_r=self.lora_r,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=list(self.target_modules),
-            local_epochs=site_config.get("local_epochs", self.local_epochs),
-            batch_size=site_config.get("batch_size", self.batch_size),
-            learning_rate=self.learning_rate,
-            head_learning_rate=self.head_learning_rate,
-            max_length=self.max_length,
-            num_threads=site_config.get("num_threads", self.num_threads),
-            seed=self.seed,
-            train_lora=self.train_lora,
-            federate_head=self.federate_head,
-            round_eval_examples=self.round_eval_examples,
-            precision=self.precision,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
-            gradient_checkpointing=self.gradient_checkpointing,
-            max_new_tokens=self.max_new_tokens,
-            modality=self.modality,
+        """The executor's arguments for a site: the shared model/LoRA settings, its data and TrainSettings."""
+        data = site_config.get("data", self.data)
+        if not isinstance(data, dict) or ("suite" in data) == ("train_path" in data):
+            raise ValueError(f"data must be a dict with exactly one of 'suite' or 'train_path', got {data!r}")
+        overrides = {k: v for k, v in site_config.items() if k != "data"}
+        return dict(
+            model=self.server.model,
+            data=dict(data),
+            lora_r=self.server.lora_r,
+            lora_alpha=self.server.lora_alpha,
+            lora_dropout=self.server.lora_dropout,
+            target_modules=list(self.server.target_modules),
+            modality=self.server.modality,
+            settings=dataclasses.replace(self.client, **overrides),
         )
-        if not isinstance(settings["data"], dict) or ("suite" in settings["data"]) == (
-            "train_path" in settings["data"]
-        ):
-            raise ValueError(
-                f"data must be a dict with exactly one of 'suite' or 'train_path', got {settings['data']!r}"
-            )
-        return settings
 
     def _client_component(self, site_config: Dict[str, Any]):
         settings = self._client_settings(site_config)
+        executor = FedBipExecutor(**settings)  # validates the site's arguments
         if self.client_mode == "executor":
-            return FedBipExecutor(**settings)
+            return executor
         from nvflare.fuel.utils.constants import FrameworkType
         from nvflare.job_config.script_runner import ScriptRunner
 
+        train = settings.pop("settings")
         return ScriptRunner(
             script=CLIENT_SCRIPT,
-            script_args=client_script_args(settings),
+            script_args=client_script_args({**settings, **train.to_dict()}),
             launch_external_process=self.launch_external_process,
             framework=FrameworkType.RAW,
         )

@@ -3,45 +3,30 @@
 import json
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.core import (
-    NEGATIVE_POLICIES,
-    SIMILARITY_ON,
-    apply_update,
-    check_update,
-    clip_to_median_norm,
-    combine,
-    task_vector,
-)
-from fedbip_nvflare.core.baselines import fedamp_weights, group_weights, local_weights
-from fedbip_nvflare.modalities import DEFAULT_MODALITY, default_targets, get_modality
-from fedbip_nvflare.models import (
-    HEAD_PREFIX,
-    LoraSettings,
-    initial_adapter,
-    initial_head,
-    is_head,
-    resolve_model_path,
-)
+from fedbip_nvflare.core import check_update
+from fedbip_nvflare.models import HEAD_PREFIX, initial_adapter, initial_head, is_head, resolve_model_path
+from fedbip_nvflare.models.backbones import DEFAULT_MODALITY
 from fedbip_nvflare.results import matrices_of
-from fedbip_nvflare.server.rule import FedBipRule, with_heads
+from fedbip_nvflare.server.rule import AggregationRule
+from fedbip_nvflare.server.rules import as_rule
+from fedbip_nvflare.server.settings import ServerSettings
 from fedbip_nvflare.server.state import ClientStateStore, save_round_updates
 from fedbip_nvflare.server.targeted import TargetedTasksController
 from fedbip_nvflare.tracking import track_matrix
 
 Params = Dict[str, torch.Tensor]
 
-AGGREGATIONS = ("fedbip", "local", "fedamp", "oracle-groups")
-
 
 class FedBipController(TargetedTasksController):
     """Runs FedBip: every round each client gets one task with only its own θ̄_i, and the server
-    updates ``θ̄_i ← θ̄_i + Σ_k p_ik τ_k`` from the FULL federated parameters the clients return.
+    updates ``θ̄_i ← θ̄_i + Σ_k p_ik τ_k`` from the FULL federated parameters the clients return (or whatever
+    update its ``rule``, a baseline, makes).
 
     After the last round each client gets its final θ̄_i in a validate task; the server writes
     ``<run dir>/fedbip/results.json`` (per-client results), ``rounds.jsonl`` (similarity and weight
@@ -56,39 +41,17 @@ class FedBipController(TargetedTasksController):
         num_rounds: Number of FedBip rounds.
         min_clients: Least number of valid updates needed to aggregate a round; with fewer, the round's
             updates are dropped (every θ̄_i stays) and a warning says so.
-        layerwise: FedBip-L (similarities and weights per layer group).
-        negative: Negative-cosine policy: "clip" (default), "keep" (the paper's formula) or "keep-bounded".
-        similarity_on: "round" (cosine of this round's τ, the paper's rule) or "cumulative" (of θ_i − θ̄⁰).
-        center_similarity: Beyond the paper: measure cosines after removing the mean vector of the round's
-            clients (what all of them share); the method is then named with "-centered".
-        lora_r: LoRA rank (must equal the clients').
-        lora_alpha: LoRA alpha.
-        lora_dropout: LoRA dropout.
-        target_modules: Modules LoRA adapts (must equal the clients'; None: the modality's default).
-        seed: Seed of θ̄⁰.
-        train_timeout: Seconds a client may take for a train task (0: no limit).
-        validate_timeout: Seconds a client may take for the final validate task (0: no limit).
-        resume_from: A ``state`` folder of an earlier run to continue from (its next round).
-        log_updates: Also save, every round, what each client was sent and returned (for audits/tests).
+        rule: The server's aggregation rule: an ``AggregationRule`` (``FedBipRule(layerwise=True)``, a baseline
+            such as ``FedAMPRule(sigma=0.2)``), a name registered in ``fedbip_nvflare.server.rules.RULES`` (default
+            options), or None for ``FedBipRule()``. Rules that run as NVFlare's FedAvg workflow are refused.
+        lora_r, lora_alpha, lora_dropout, target_modules, seed, train_timeout, validate_timeout, resume_from,
+        log_updates, federate_head, num_labels, modality: The server's settings, see
+            :class:`~fedbip_nvflare.server.settings.ServerSettings` (which validates them).
         train_task_name: Name of the train task.
         validate_task_name: Name of the validate task.
-        aggregation: The server rule: "fedbip" (default), or a baseline run through the same workflow:
-            "local" (no mixing), "fedamp" (attentive message passing on the raw parameters) or
-            "oracle-groups" (uniform averaging within known client groups).
-        aggregation_options: Options of the baseline rule: ``{"sigma", "self_weight"}`` for "fedamp",
-            ``{"groups": {client: group}}`` for "oracle-groups".
-        federate_head: Federate the classification head with the LoRA tensors, under the same weights. Heads
-            are combined only among clients of the same label space (sites report it); the similarity includes
-            them only when every client of the round shares one label space.
-        num_labels: With ``federate_head``, the number of labels every client shares: θ̄⁰ then holds the head
-            and sends it from round 0. None: heads join per label space with each client's first result,
-            starting from the same fresh head the site built (``initial_head``).
-        norm_bound: Beyond the paper, against outsized updates: clip each task vector to this multiple of the
-            round's median norm before combining (None: off). Cosines and weights are unchanged.
-        streaming: Compute each client's personalized update only when its model is built (peak memory of one
-            update instead of N, for many clients or large adapters; N passes over the updates instead of one).
-        modality: What the sites train, a key of ``fedbip_nvflare.modalities.MODALITIES`` ("text", "vision",
-            "causal-lm"); it decides how θ̄⁰ is built from the model's configuration.
+
+    Raises:
+        ValueError: A bad setting (naming it), or a rule that cannot run in this workflow.
     """
 
     def __init__(
@@ -96,9 +59,7 @@ class FedBipController(TargetedTasksController):
         model: str,
         num_rounds: int = 3,
         min_clients: int = 1,
-        layerwise: bool = False,
-        negative: str = "clip",
-        similarity_on: str = "round",
+        rule: Union[AggregationRule, str, None] = None,
         lora_r: int = 8,
         lora_alpha: int = 16,
         lora_dropout: float = 0.05,
@@ -110,51 +71,24 @@ class FedBipController(TargetedTasksController):
         log_updates: bool = False,
         train_task_name: str = K.TRAIN_TASK,
         validate_task_name: str = K.VALIDATE_TASK,
-        aggregation: str = "fedbip",
-        aggregation_options: Optional[dict] = None,
         federate_head: bool = False,
         num_labels: Optional[int] = None,
-        center_similarity: bool = False,
-        norm_bound: Optional[float] = None,
-        streaming: bool = False,
         modality: str = DEFAULT_MODALITY,
     ):
+        settings = ServerSettings.pick(locals())
         super().__init__(persistor_id="", ignore_result_error=True)
-        get_modality(modality)  # fails early on an unknown modality
-        self.modality = modality
-        self.model = model
-        self.num_rounds = num_rounds
-        self.min_clients = min_clients
-        self.layerwise = layerwise
-        self.negative = negative
-        self.similarity_on = similarity_on
-        self.center_similarity = bool(center_similarity)
-        self.norm_bound = norm_bound
-        self.streaming = bool(streaming)
-        self.lora_r = lora_r
-        self.lora_alpha = lora_alpha
-        self.lora_dropout = lora_dropout
-        self.target_modules = list(target_modules if target_modules is not None else default_targets(modality))
-        self.seed = seed
-        self.train_timeout = train_timeout
-        self.validate_timeout = validate_timeout
-        self.resume_from = resume_from
-        self.log_updates = log_updates
+        # NVFlare's job export rebuilds a component from attributes named like its arguments
+        for name, value in settings.to_dict().items():
+            setattr(self, name, value)
+        self.rule = as_rule(rule)
+        if self.rule.nvflare_fedavg:
+            raise ValueError(
+                f"aggregation {self.rule.name!r} runs as NVFlare's FedAvg workflow, not in FedBipController: "
+                f"use FedBipRecipe(aggregation={self.rule.name!r})"
+            )
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
-        self.aggregation = aggregation
-        self.aggregation_options = dict(aggregation_options or {})
-        validate_fedbip_options(
-            num_rounds, min_clients, negative, similarity_on, train_timeout, validate_timeout, norm_bound
-        )
-        self.federate_head = federate_head
-        self.num_labels = num_labels
-        validate_aggregation(aggregation, self.aggregation_options)
-        if norm_bound is not None and aggregation != "fedbip":
-            raise ValueError(f"norm_bound applies to FedBip's rule only, not to aggregation {aggregation!r}")
-        validate_head_options(federate_head, num_labels)
-        self._lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
-        self._rule = FedBipRule(layerwise, negative, similarity_on, self.center_similarity, norm_bound, self.streaming)
+        self._lora = settings.lora
         self.theta0: Params = {}
         self.thetas: Dict[str, Params] = {}
         self.client_info: Dict[str, dict] = {}
@@ -239,40 +173,14 @@ class FedBipController(TargetedTasksController):
             )
             return None
         clients = sorted(accepted)
-        if self.aggregation != "fedbip":
-            return self._aggregate_baseline(clients, sent, accepted)
         shared, spaces = self._split_heads(clients, accepted)
-        thetas, record = self._rule.apply(sent, accepted, self._theta0_of, shared, spaces)
+        thetas, record = self.rule.apply(sent, accepted, self._theta0_of, shared, spaces)
         self.thetas.update(thetas)
         return record
 
-    def _aggregate_baseline(self, clients: List[str], sent: Dict[str, Params], accepted: Dict[str, Params]) -> dict:
-        shared, spaces = self._split_heads(clients, accepted)
-
-        def mix(vectors: Dict[str, Params], weights: torch.Tensor) -> Dict[str, Params]:
-            mixed = combine({c: {n: vectors[c][n] for n in shared} for c in clients}, weights)
-            return with_heads(mixed, vectors, weights, spaces)
-
-        if self.aggregation == "fedamp":
-            weights = fedamp_weights([{n: accepted[c][n] for n in shared} for c in clients], **self.aggregation_options)
-            self.thetas.update(mix(accepted, weights))
-        else:
-            if self.aggregation == "local":
-                weights = local_weights(len(clients))
-            else:
-                weights = group_weights(clients, self.aggregation_options["groups"])
-            updates = mix({c: task_vector(accepted[c], sent[c]) for c in clients}, weights)
-            for c in clients:
-                self.thetas[c] = apply_update(sent[c], updates[c])
-        return {"clients": clients, "weights": weights.tolist()}
-
     def method_name(self) -> str:
-        """The method's name in results: fedbip, fedbip-l, fedbip-cumulative, or the baseline's name."""
-        if self.aggregation != "fedbip":
-            return self.aggregation
-        name = "fedbip-l" if self.layerwise else "fedbip"
-        name += "-cumulative" if self.similarity_on == "cumulative" else ""
-        return name + ("-centered" if self.center_similarity else "")
+        """The method's name in results: the rule's (fedbip, fedbip-l, fedbip-cumulative, fedamp, ...)."""
+        return self.rule.method_name()
 
     # -- workflow ------------------------------------------------------------------------------
     def run(self):
@@ -346,61 +254,10 @@ class FedBipController(TargetedTasksController):
         final = {c: self.thetas.get(c, self.theta0) for c in clients}
         validated = self.send_to_each(self.validate_task_name, self.num_rounds, final, self.validate_timeout, None)
         options = {
-            "aggregation": self.aggregation,
-            "layerwise": self.layerwise,
-            "negative": self.negative,
-            "similarity_on": self.similarity_on,
-            "center_similarity": self.center_similarity,
-            "norm_bound": self.norm_bound,
+            "aggregation": self.rule.name,
+            **self.rule.options(),
             "federate_head": self.federate_head,
             "seed": self.seed,
             "model": self.model,
         }
         self.write_results(self.method_name(), self.num_rounds, options, self.client_info, validated, clients)
-
-
-def validate_fedbip_options(
-    num_rounds: int,
-    min_clients: int,
-    negative: str,
-    similarity_on: str,
-    train_timeout: int = 0,
-    validate_timeout: int = 0,
-    norm_bound: Optional[float] = None,
-) -> None:
-    """Checks FedBip's server options, raising ValueError naming the bad one and the allowed values."""
-    if not isinstance(num_rounds, int) or isinstance(num_rounds, bool) or num_rounds < 1:
-        raise ValueError(f"num_rounds must be an int >= 1, got {num_rounds!r}")
-    if not isinstance(min_clients, int) or isinstance(min_clients, bool) or min_clients < 1:
-        raise ValueError(f"min_clients must be an int >= 1, got {min_clients!r}")
-    if negative not in NEGATIVE_POLICIES:
-        raise ValueError(f"negative must be one of {NEGATIVE_POLICIES}, got {negative!r}")
-    if similarity_on not in SIMILARITY_ON:
-        raise ValueError(f"similarity_on must be one of {SIMILARITY_ON}, got {similarity_on!r}")
-    if norm_bound is not None:
-        clip_to_median_norm({}, norm_bound)  # validates it
-    for name, value in (("train_timeout", train_timeout), ("validate_timeout", validate_timeout)):
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0 seconds (0: no limit), got {value!r}")
-
-
-def validate_aggregation(aggregation: str, options: dict) -> None:
-    """Checks the server rule and its options, raising ValueError naming what is wrong."""
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-    allowed = {"fedbip": set(), "local": set(), "fedamp": {"sigma", "self_weight"}, "oracle-groups": {"groups"}}
-    unknown = sorted(set(options) - allowed[aggregation])
-    if unknown:
-        raise ValueError(f"aggregation {aggregation!r} takes options {sorted(allowed[aggregation])}, got {unknown}")
-    if aggregation == "oracle-groups" and not isinstance(options.get("groups"), dict):
-        raise ValueError("aggregation 'oracle-groups' needs aggregation_options={'groups': {client: group}}")
-    if aggregation == "fedamp":
-        fedamp_weights([{}], **options)  # validates sigma and self_weight
-
-
-def validate_head_options(federate_head: bool, num_labels: Optional[int]) -> None:
-    """``num_labels`` is None (heads federated per label space) or the shared number of labels (>= 2)."""
-    if num_labels is not None and not federate_head:
-        raise ValueError("num_labels is only used with federate_head=True; remove it or federate the head")
-    if num_labels is not None and (not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 2):
-        raise ValueError(f"num_labels must be the shared number of labels (an int >= 2) or None, got {num_labels!r}")

@@ -1,22 +1,71 @@
-"""NVFlare's FedAvg with a server learning rate (FedOpt's server SGD step without momentum)."""
+"""The FedAvg baseline: its rule (run as NVFlare's FedAvg workflow) and FedAvg with a server learning rate."""
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, List, Mapping, Tuple
 
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.workflows.fedavg import FedAvg
 
+from fedbip_nvflare.server.rule import AggregationRule, Params
 
-def validate_server_learning_rate(server_learning_rate: float, aggregation: str) -> None:
-    """Checks a server learning rate: a positive number, and not 1.0 only for ``aggregation="fedavg"``.
+
+def validate_server_learning_rate(server_learning_rate: float) -> None:
+    """Checks a server learning rate: a positive finite number.
 
     Raises:
-        ValueError: Not a positive finite number, or set for a rule other than FedAvg.
+        ValueError: Not a positive finite number.
     """
     ok = isinstance(server_learning_rate, (int, float)) and not isinstance(server_learning_rate, bool)
     if not ok or not 0 < server_learning_rate < float("inf"):
         raise ValueError(f"server_learning_rate must be a positive number, got {server_learning_rate!r}")
-    if server_learning_rate != 1.0 and aggregation != "fedavg":
-        raise ValueError(
-            f"server_learning_rate applies only to aggregation='fedavg' (got aggregation={aggregation!r}); "
+
+
+@dataclass(frozen=True)
+class FedAvgRule(AggregationRule):
+    """FedAvg: one global model, the example-weighted mean of the clients' (LoRA) parameters.
+
+    It runs as NVFlare's own ``FedAvg`` workflow (``nvflare_fedavg``: ``FedBipRecipe`` builds that workflow, or
+    :class:`ServerLrFedAvg` for a server learning rate other than 1), not through ``FedBipController``.
+
+    Attributes:
+        server_learning_rate: η > 0: the global model moves by η times the averaged update (1.0: plain FedAvg).
+
+    Raises:
+        ValueError: ``server_learning_rate`` is not a positive number.
+    """
+
+    name: ClassVar[str] = "fedavg"
+    nvflare_fedavg: ClassVar[bool] = True
+    exclusive_options: ClassVar[Dict[str, str]] = {
+        "server_learning_rate": (
+            "server_learning_rate applies only to aggregation='fedavg' (got aggregation={name!r}); "
             "remove it or use aggregation='fedavg'"
+        )
+    }
+
+    server_learning_rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        validate_server_learning_rate(self.server_learning_rate)
+        object.__setattr__(self, "server_learning_rate", float(self.server_learning_rate))
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], others: List[type]) -> None:
+        """Like every rule's, but FedAvg takes no ``aggregation_options`` besides its server learning rate."""
+        unknown = {k: v for k, v in options.items() if k not in cls.option_names()}
+        if unknown and not any(k in other.exclusive_options for k in unknown for other in others):
+            raise ValueError(f"aggregation 'fedavg' takes no aggregation_options, got {unknown!r}")
+        super().check_options(options, others)
+
+    def apply(self, sent, returned, theta0_of, shared=None, spaces=None) -> Tuple[Dict[str, Params], dict]:
+        """Not a per-client round: FedAvg runs as NVFlare's FedAvg workflow (see the class doc).
+
+        Raises:
+            RuntimeError: Always.
+        """
+        raise RuntimeError(
+            "aggregation 'fedavg' runs as NVFlare's FedAvg workflow (FedBipRecipe(aggregation='fedavg') builds it), "
+            "not through FedBipController or FedBipModelAggregator"
         )
 
 
@@ -59,7 +108,7 @@ class ServerLrFedAvg(FedAvg):
     # (num_clients, num_rounds, ...), which it finds by walking the base classes only in that case.
     def __init__(self, *args, server_learning_rate: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
-        validate_server_learning_rate(server_learning_rate, "fedavg")
+        validate_server_learning_rate(server_learning_rate)
         self.server_learning_rate = float(server_learning_rate)
 
     def update_model(self, model: FLModel, aggr_result: FLModel) -> FLModel:

@@ -9,8 +9,8 @@ from nvflare.app_common.abstract.model_persistor import ModelPersistor
 from safetensors.numpy import load_file, save_file
 
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.modalities import DEFAULT_MODALITY, default_targets, get_modality
 from fedbip_nvflare.models import LoraSettings, initial_adapter, resolve_model_path
+from fedbip_nvflare.models.backbones import DEFAULT_MODALITY, default_targets, get_backbone
 
 GLOBAL_FILE = "global_model.safetensors"
 
@@ -44,7 +44,7 @@ class AdapterPersistor(ModelPersistor):
         modality: str = DEFAULT_MODALITY,
     ):
         super().__init__()
-        get_modality(modality)
+        get_backbone(modality)
         self.modality = modality
         self.model = model
         self.lora_r = lora_r

@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import weakref
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,7 +27,8 @@ from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.core import check_update
-from fedbip_nvflare.server.rule import FedBipRule
+from fedbip_nvflare.server.rule import AggregationRule
+from fedbip_nvflare.server.rules import as_rule
 from fedbip_nvflare.server.state import ClientStateStore, save_round_updates
 
 Params = Dict[str, torch.Tensor]
@@ -80,9 +81,9 @@ class FedBipModelAggregator(ModelAggregator):
     with an error that says so.
 
     Per round it checks each result against what the client was sent (names, shapes, finite values; a
-    rejected client keeps its θ̄_i), computes every accepted client's next θ̄_i with the same rule as
-    ``FedBipController``, persists θ̄⁰ and every θ̄_i to ``<run dir>/fedbip/state`` and appends the similarity
-    and weight matrices to ``<run dir>/fedbip/rounds.jsonl``.
+    rejected client keeps its θ̄_i), computes every accepted client's next θ̄_i with its rule (the same rule
+    objects ``FedBipController`` takes), persists θ̄⁰ and every θ̄_i to ``<run dir>/fedbip/state`` and appends
+    the similarity and weight matrices to ``<run dir>/fedbip/rounds.jsonl``.
 
     What it returns to the workflow: the uniform mean of the personalized models of the clients seen so far
     (FULL weights, with the example-weighted mean of the clients' metrics). The workflow saves it as its
@@ -92,50 +93,39 @@ class FedBipModelAggregator(ModelAggregator):
     first model the workflow sent), not the consensus, as in ``FedBipController``.
 
     Args:
-        layerwise: FedBip-L (similarities and weights per layer group).
-        negative: Negative-cosine policy: "clip" (default), "keep" (the paper's formula) or "keep-bounded".
-        similarity_on: "round" (the paper's rule) or "cumulative" (cosine of θ_i − θ̄⁰).
-        center_similarity: Measure cosines after removing the round's mean task vector.
+        rule: The aggregation rule: an ``AggregationRule`` (e.g. ``FedBipRule(layerwise=True)`` or a baseline), a
+            name registered in ``fedbip_nvflare.server.rules.RULES`` (default options), or None for
+            ``FedBipRule()``. Rules that are NVFlare's FedAvg workflow themselves are refused.
         min_clients: Least number of valid updates to aggregate a round (fewer: every θ̄_i stays).
         resume_from: A ``state`` folder of an earlier run (this aggregator's or FedBipController's) to continue
             from: its θ̄⁰ and every client's θ̄_i.
         log_updates: Also save, every round, what each client was sent and returned (``<run dir>/fedbip/updates``).
-        norm_bound: Clip each task vector to this multiple of the round's median norm (None: off).
-        streaming: Compute each client's update only while its θ̄_i is built, then drop it (peak memory of one
-            update instead of N; N passes over the task vectors instead of one). Same models either way.
         aggregator_name: Links the aggregator to its filter (change it only to run two in one server job).
+
+    Raises:
+        ValueError: A bad ``min_clients`` or ``aggregator_name``, or a rule that cannot run here.
     """
 
     def __init__(
         self,
-        layerwise: bool = False,
-        negative: str = "clip",
-        similarity_on: str = "round",
-        center_similarity: bool = False,
+        rule: Union[AggregationRule, str, None] = None,
         min_clients: int = 1,
         resume_from: Optional[str] = None,
         log_updates: bool = False,
-        norm_bound: Optional[float] = None,
-        streaming: bool = False,
         aggregator_name: str = DEFAULT_NAME,
     ):
-        from fedbip_nvflare.server.controller import validate_fedbip_options
-
         super().__init__()
-        self.layerwise = layerwise
-        self.negative = negative
-        self.similarity_on = similarity_on
-        self.center_similarity = bool(center_similarity)
+        self.rule = as_rule(rule)
         self.min_clients = min_clients
         self.resume_from = resume_from
         self.log_updates = log_updates
-        self.norm_bound = norm_bound
-        self.streaming = bool(streaming)
         self.aggregator_name = aggregator_name
-        validate_fedbip_options(1, min_clients, negative, similarity_on, norm_bound=norm_bound)
+        if self.rule.nvflare_fedavg:
+            raise ValueError(f"aggregation {self.rule.name!r} is a workflow of its own, not a drop-in aggregation")
+        if not isinstance(min_clients, int) or isinstance(min_clients, bool) or min_clients < 1:
+            raise ValueError(f"min_clients must be an int >= 1, got {min_clients!r}")
         if not isinstance(aggregator_name, str) or not aggregator_name:
             raise ValueError(f"aggregator_name must be a non-empty string, got {aggregator_name!r}")
-        self._rule = FedBipRule(layerwise, negative, similarity_on, self.center_similarity, norm_bound, self.streaming)
         self._lock = threading.RLock()
         self._out_dir: Optional[str] = None
         self.theta0: Params = {}
@@ -255,7 +245,7 @@ class FedBipModelAggregator(ModelAggregator):
             record: dict = {"round": rnd, "rejected": dict(self._rejected)}
             if len(self._returned) >= self.min_clients and self._returned:
                 sent = {c: self._sent[c][1] for c in self._returned}
-                thetas, rule_record = self._rule.apply(sent, self._returned, lambda _: self.theta0)
+                thetas, rule_record = self.rule.apply(sent, self._returned, lambda _: self.theta0)
                 if self.log_updates and self._out_dir is not None:
                     save_round_updates(self._out_dir, rnd, sent, self._returned)
                 self.thetas.update(thetas)
@@ -275,15 +265,8 @@ class FedBipModelAggregator(ModelAggregator):
             return result
 
     def options(self) -> Dict[str, Any]:
-        """The aggregation options, as recorded in results."""
-        return {
-            "layerwise": self.layerwise,
-            "negative": self.negative,
-            "similarity_on": self.similarity_on,
-            "center_similarity": self.center_similarity,
-            "norm_bound": self.norm_bound,
-            "streaming": self.streaming,
-        }
+        """The aggregation rule's name and options, as recorded in results."""
+        return {"aggregation": self.rule.name, **self.rule.options()}
 
     def final_models(self, clients: Sequence[str]) -> Dict[str, Params]:
         """Each client's current θ̄_i (θ̄⁰ for a client never aggregated), e.g. for a final validation."""

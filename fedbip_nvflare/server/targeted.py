@@ -10,8 +10,8 @@ import torch
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.workflows.model_controller import ModelController
 
-from fedbip_nvflare.client.site import to_numpy
 from fedbip_nvflare.constants import FedBipKeys as K
+from fedbip_nvflare.exchange import to_numpy
 
 Params = Dict[str, torch.Tensor]
 

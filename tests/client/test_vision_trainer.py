@@ -11,7 +11,7 @@ from fedbip_nvflare import assets
 from fedbip_nvflare.client import TrainSettings
 from fedbip_nvflare.client.vision import ImageSiteTrainer
 from fedbip_nvflare.core.grouping import layer_group
-from fedbip_nvflare.data.images import load_image_task_data
+from fedbip_nvflare.data.site_data import load_image_task_data
 from fedbip_nvflare.modalities import build_backbone, default_targets, trainer_class
 from fedbip_nvflare.models import LoraSettings, adapter_shapes, initial_adapter
 from fedbip_nvflare.models.vision import build_image_classifier, load_vision_backbone

@@ -4,7 +4,6 @@ import pytest
 from fedbip_reference import default_group
 
 from fedbip_nvflare.core import assign_groups, layer_group
-from fedbip_nvflare.core.grouping import resolve_groups
 
 EXAMPLES = {
     "base_model.model.encoder.layer.3.attention.self.query.lora_A.weight": "base_model.model.encoder.layer.3.",
@@ -61,6 +60,6 @@ def test_assign_groups_mapping_missing_a_name_raises():
         assign_groups(["enc.layer.0.a", "head.w"], {"enc.layer.0.a": "g"})
 
 
-def test_resolve_groups_model_level_is_none():
-    assert resolve_groups(["a.0.w"], layerwise=False) is None
-    assert resolve_groups(["a.0.w"], layerwise=True) == {"a.0.w": "a.0."}
+def test_assign_groups_default_is_the_layer_group():
+    # resolve_groups (dead: layerwise=False gave None) is gone; its layer-wise case is assign_groups' default
+    assert assign_groups(["a.0.w"]) == {"a.0.w": "a.0."}

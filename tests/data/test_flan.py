@@ -5,7 +5,8 @@ import json
 import pytest
 
 from fedbip_nvflare.data.flan import flan_suite_groups, flan_tasks, load_flan_suite_site, shorten_instruction
-from fedbip_nvflare.data.instruct import load_instruct_files, load_instruct_task_data, read_instruct_file
+from fedbip_nvflare.data.instruct import load_instruct_files, read_instruct_file
+from fedbip_nvflare.data.site_data import load_instruct_task_data
 
 LABELS = {"sst2": ["positive", "negative"], "snli": ["yes", "no", "it is not possible to tell"], "qa": None}
 

@@ -5,20 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from fedbip_nvflare.data.images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    fit_image,
-    fit_images,
-    load_image_task_data,
-    normalize,
-)
+from fedbip_nvflare.data.images import fit_image, fit_images
+from fedbip_nvflare.data.site_data import load_image_task_data
 from fedbip_nvflare.data.vision_suite import (
     VISION_CLIENTS,
     _draw,
     load_vision_suite_site,
     vision_suite_groups,
 )
+from fedbip_nvflare.models.pixels import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 SUITE = {"suite": "vision-domains", "n_train": 40, "n_test": 30, "seed": 0, "image_size": 16}
 

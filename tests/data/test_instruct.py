@@ -10,11 +10,11 @@ from fedbip_nvflare.data.instruct import (
     encode_example,
     encode_prompt,
     load_instruct_files,
-    load_instruct_task_data,
     read_instruct_file,
     render_prompt,
 )
 from fedbip_nvflare.data.instruct_suite import INSTRUCT_TASKS, load_instruct_suite_site
+from fedbip_nvflare.data.site_data import load_instruct_task_data
 from fedbip_nvflare.models.causal_lm import DEFAULT_CAUSAL_LM, load_causal_lm_tokenizer, locate_causal_lm
 
 EXAMPLE = InstructExample(

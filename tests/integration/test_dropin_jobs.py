@@ -87,7 +87,7 @@ def tiny_sag_job(tmp_path) -> str:
         client = json.load(f)
     args = client["executors"][0]["executor"]["args"]
     args["data"].update(TINY)
-    args["max_length"] = 32
+    args["settings"]["args"]["max_length"] = 32
     client["task_data_filters"] = [
         {"tasks": ["train", "validate"], "filters": [{"path": "fedbip_nvflare.client.audit.ReceivedModelLog"}]}
     ]

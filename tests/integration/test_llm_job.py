@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.data.instruct_suite import INSTRUCT_TASKS
+from fedbip_nvflare.models import LoraSettings, adapter_shapes
 from fedbip_nvflare.models.causal_lm import DEFAULT_CAUSAL_LM, DEFAULT_CAUSAL_LM_TARGETS
-from fedbip_nvflare.models.lora import LoraSettings, adapter_shapes
 from fedbip_nvflare.server.state import ClientStateStore
 
 CLIENTS = ["site-1", "site-2"]

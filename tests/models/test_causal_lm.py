@@ -10,6 +10,7 @@ import torch
 from fedbip_nvflare.client.causal_lm import GENERATION_FILE, CausalLMSiteTrainer, normalize_answer
 from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.data.instruct import InstructExample, InstructSplit, InstructTaskData
+from fedbip_nvflare.models import LoraSettings, adapter_shapes
 from fedbip_nvflare.models.causal_lm import (
     DEFAULT_CAUSAL_LM,
     DEFAULT_CAUSAL_LM_TARGETS,
@@ -17,7 +18,6 @@ from fedbip_nvflare.models.causal_lm import (
     loadable_source,
     locate_causal_lm,
 )
-from fedbip_nvflare.models.lora import LoraSettings, adapter_shapes
 
 LORA = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=DEFAULT_CAUSAL_LM_TARGETS)
 QUESTION = "Is the sentiment of this review positive or negative? Answer with one of: positive, negative."

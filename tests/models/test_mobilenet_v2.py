@@ -39,7 +39,7 @@ def _imagenet_input(path: str) -> torch.Tensor:
     """torchvision's ImageNet evaluation transform: shorter side to 256 (bilinear), centre crop 224, normalise."""
     from PIL import Image
 
-    from fedbip_nvflare.data.images import normalize
+    from fedbip_nvflare.models.pixels import normalize
 
     with Image.open(path) as image:
         w, h = image.size

@@ -41,12 +41,13 @@ def _server_config(job_dir: str, app: str = "app") -> dict:
 def test_fedavg_recipe_gets_the_aggregator_and_the_filter(tmp_path):
     recipe = _recipe()
     aggregator = add_fedbip_personalization(recipe, final_validation=True, layerwise=True, negative="keep")
-    assert isinstance(aggregator, FedBipModelAggregator) and aggregator.layerwise and aggregator.negative == "keep"
+    rule = aggregator.rule
+    assert isinstance(aggregator, FedBipModelAggregator) and rule.layerwise and rule.negative == "keep"
     recipe.export(str(tmp_path))
     config = _server_config(os.path.join(str(tmp_path), "dropin"))
     fedavg = next(w for w in config["workflows"] if w["path"].endswith("fedavg.FedAvg"))
     assert fedavg["args"]["aggregator"]["path"] == AGGREGATOR
-    assert fedavg["args"]["aggregator"]["args"] == {"layerwise": True, "negative": "keep"}
+    assert fedavg["args"]["aggregator"]["args"]["rule"]["args"] == {"layerwise": True, "negative": "keep"}
     assert [w["id"] for w in config["workflows"]][-1] == "fedbip_final_validation"
     filters = config["task_data_filters"]
     assert filters == [{"tasks": ["train"], "filters": [{"path": FILTER, "args": {"task_names": ["train"]}}]}]

@@ -48,7 +48,8 @@ def test_export_uses_installed_package_components(tmp_path):
     client = configs["app/config/config_fed_client.json"]
     workflow = server["workflows"][0]
     assert workflow["path"] == "fedbip_nvflare.server.controller.FedBipController"
-    assert workflow["args"]["layerwise"] is True and workflow["args"]["negative"] == "keep"
+    rule = workflow["args"]["rule"]
+    assert rule["args"]["layerwise"] is True and rule["args"]["negative"] == "keep"
     executor = client["executors"][0]
     assert executor["executor"]["path"] == "fedbip_nvflare.client.executor.FedBipExecutor"
     assert executor["tasks"] == ["train", "validate"]
@@ -111,7 +112,7 @@ def test_federated_head_shared_or_per_label_space(tmp_path):
     server_args = configs["app/config/config_fed_server.json"]["workflows"][0]["args"]
     client_args = configs["app/config/config_fed_client.json"]["executors"][0]["executor"]["args"]
     assert server_args["federate_head"] is True and server_args["num_labels"] == 20
-    assert client_args["federate_head"] is True
+    assert client_args["settings"]["args"]["federate_head"] is True
 
 
 def test_fedavg_baseline_uses_nvflare_fedavg(tmp_path):
@@ -144,8 +145,8 @@ def test_centered_similarity_and_round_eval_examples_reach_server_and_sites(tmp_
     _, configs = _export(recipe, tmp_path)
     server_args = configs["app/config/config_fed_server.json"]["workflows"][0]["args"]
     client_args = configs["app/config/config_fed_client.json"]["executors"][0]["executor"]["args"]
-    assert server_args["center_similarity"] is True
-    assert client_args["round_eval_examples"] == 50
+    assert server_args["rule"]["args"]["center_similarity"] is True
+    assert client_args["settings"]["args"]["round_eval_examples"] == 50
     with pytest.raises(ValueError, match="round_eval_examples"):
         FedBipRecipe(round_eval_examples=0)
 
@@ -154,7 +155,7 @@ def test_precision_and_streaming_reach_the_exported_components(tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
         FedBipRecipe(precision="fp8")
     _, configs = _export(FedBipRecipe(name="fb_fast", precision="bf16", streaming=True), tmp_path / "executor")
-    assert configs["app/config/config_fed_server.json"]["workflows"][0]["args"]["streaming"] is True
+    assert configs["app/config/config_fed_server.json"]["workflows"][0]["args"]["rule"]["args"]["streaming"] is True
     assert '"precision": "bf16"' in json.dumps(configs["app/config/config_fed_client.json"])
     _, configs = _export(FedBipRecipe(name="fb_api", client_mode="client_api", precision="bf16"), tmp_path / "api")
     assert "--precision bf16" in json.dumps(configs["app/config/config_fed_client.json"])

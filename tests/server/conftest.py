@@ -16,6 +16,9 @@ from nvflare.apis.signal import Signal  # noqa: E402
 
 import fedbip_nvflare.server.controller as controller_module  # noqa: E402
 from fedbip_nvflare.server.controller import FedBipController  # noqa: E402
+from fedbip_nvflare.server.rules import RULES, make_rule  # noqa: E402
+
+RULE_OPTIONS = {name for rule in RULES.values() for name in rule.option_names()}
 
 
 @dataclass
@@ -54,10 +57,25 @@ def adapter_calls(monkeypatch):
 
 @pytest.fixture
 def make_harness(tmp_path, adapter_calls):
-    """make_harness(sites=SITES, behaviour={(site, round): kind}, name="run", heads={site: labels}, **kwargs)."""
+    """make_harness(sites=SITES, behaviour={(site, round): kind}, name="run", heads={site: labels}, **kwargs).
 
-    def make(sites=SITES, behaviour=None, name="run", validate_metrics=True, heads=None, **kwargs):
+    ``aggregation``, ``aggregation_options`` and rule options (layerwise, negative, ...) among ``kwargs`` build the
+    controller's rule (``make_rule``); the other ``kwargs`` are the controller's.
+    """
+
+    def make(
+        sites=SITES,
+        behaviour=None,
+        name="run",
+        validate_metrics=True,
+        heads=None,
+        aggregation="fedbip",
+        aggregation_options=None,
+        **kwargs,
+    ):
         kwargs.setdefault("num_rounds", 2)
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in RULE_OPTIONS}
+        kwargs.setdefault("rule", make_rule(aggregation, **dict(aggregation_options or {}), **options))
         controller = FedBipController(model="fake/model", **kwargs)
         run_dir = tmp_path / name
         run_dir.mkdir(exist_ok=True)

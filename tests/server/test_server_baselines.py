@@ -7,6 +7,7 @@ from fedbip_fakes import SITES
 from fedbip_nvflare.core import combine, task_vector
 from fedbip_nvflare.core.baselines import fedamp_weights
 from fedbip_nvflare.server.controller import FedBipController
+from fedbip_nvflare.server.rules import make_rule
 
 
 def _round_io(h, rnd):
@@ -66,4 +67,4 @@ def test_fedamp_mixes_raw_parameters(make_harness):
 )
 def test_bad_aggregation_options(aggregation, options, message):
     with pytest.raises(ValueError, match=message):
-        FedBipController(model="m", aggregation=aggregation, aggregation_options=options)
+        FedBipController(model="m", rule=make_rule(aggregation, **options))

@@ -39,8 +39,9 @@ def expected_after_round(h, rnd, sites=None):
     sent = h.sites.sent(rnd)
     order = sorted(returned)
     taus = {c: task_vector(returned[c], sent[c]) for c in order}
-    sim = {c: task_vector(returned[c], ctl.theta0) for c in order} if ctl.similarity_on == "cumulative" else None
-    res = fedbip_aggregate(taus, layerwise=ctl.layerwise, negative=ctl.negative, similarity_vectors=sim)
+    rule = ctl.rule
+    sim = {c: task_vector(returned[c], ctl.theta0) for c in order} if rule.similarity_on == "cumulative" else None
+    res = fedbip_aggregate(taus, layerwise=rule.layerwise, negative=rule.negative, similarity_vectors=sim)
     core = {c: apply_update(sent[c], res.updates[c]) for c in order}
 
     # independent float64 reference on the raw arrays
@@ -50,8 +51,8 @@ def expected_after_round(h, rnd, sites=None):
         if sim is not None
         else None
     )
-    group_of = {n: default_group(n) for n in LORA_SHAPES} if ctl.layerwise else None
-    _, _, upd = ref_aggregate(ref_taus, ctl.negative, group_of, ref_sim)
+    group_of = {n: default_group(n) for n in LORA_SHAPES} if rule.layerwise else None
+    _, _, upd = ref_aggregate(ref_taus, rule.negative, group_of, ref_sim)
     ref = {c: {n: as_f64(sent[c][n]) + upd[c][n] for n in LORA_SHAPES} for c in order}
     return core, ref, res
 
@@ -342,25 +343,27 @@ def test_task_data_does_not_alias_server_state(make_harness):
     ],
 )
 def test_bad_options_are_rejected_with_clear_messages(adapter_calls, kwargs, match):
-    from fedbip_nvflare.server.controller import FedBipController, validate_fedbip_options
+    from fedbip_nvflare.server.controller import FedBipController
+    from fedbip_nvflare.server.rule import FedBipRule
+    from fedbip_nvflare.server.settings import ServerSettings
 
+    rule_kwargs = {k: v for k, v in kwargs.items() if k in FedBipRule.option_names()}
+    server_kwargs = {k: v for k, v in kwargs.items() if k not in rule_kwargs}
+    with pytest.raises(ValueError, match=match):  # the rule and the settings validate their own options
+        FedBipController(model="fake/model", rule=FedBipRule(**rule_kwargs), **server_kwargs)
     with pytest.raises(ValueError, match=match):
-        FedBipController(model="fake/model", **kwargs)
-    args = {"num_rounds": 3, "min_clients": 1, "negative": "clip", "similarity_on": "round"} | kwargs
-    with pytest.raises(ValueError, match=match):
-        validate_fedbip_options(**args)
+        FedBipRule(**rule_kwargs) if rule_kwargs else ServerSettings(model="fake/model", **server_kwargs)
 
 
 def test_constructor_stores_every_argument(adapter_calls):
     from fedbip_nvflare.server.controller import FedBipController
+    from fedbip_nvflare.server.rule import FedBipRule
 
     kwargs = dict(
         model="m",
         num_rounds=4,
         min_clients=2,
-        layerwise=True,
-        negative="keep",
-        similarity_on="cumulative",
+        rule=FedBipRule(layerwise=True, negative="keep", similarity_on="cumulative"),
         lora_r=4,
         lora_alpha=8,
         lora_dropout=0.0,

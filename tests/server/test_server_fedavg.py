@@ -5,6 +5,7 @@ import pytest
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 
 from fedbip_nvflare.server.fedavg import ServerLrFedAvg, apply_server_learning_rate, validate_server_learning_rate
+from fedbip_nvflare.server.rules import make_rule
 
 
 def _global():
@@ -30,10 +31,10 @@ def test_diff_average_is_scaled_by_eta():
 @pytest.mark.parametrize("eta", [0, -1.0, float("inf"), float("nan"), "2", True])
 def test_bad_server_learning_rates_are_rejected(eta):
     with pytest.raises(ValueError, match="server_learning_rate must be a positive number"):
-        validate_server_learning_rate(eta, "fedavg")
+        validate_server_learning_rate(eta)
 
 
 def test_server_learning_rate_only_for_fedavg():
-    validate_server_learning_rate(1.0, "fedbip")
+    make_rule("fedavg", server_learning_rate=2.0)
     with pytest.raises(ValueError, match="only to aggregation='fedavg'"):
-        validate_server_learning_rate(2.0, "fedbip")
+        make_rule("fedbip", server_learning_rate=2.0)

@@ -21,6 +21,7 @@ from fedbip_nvflare.server.personalization import (
     FedBipPersonalizationFilter,
     find_aggregator,
 )
+from fedbip_nvflare.server.rule import FedBipRule
 from fedbip_nvflare.server.state import ClientStateStore
 
 
@@ -224,7 +225,7 @@ def test_state_is_persisted_every_round_and_resumes(tmp_path):
 
 def test_options_are_validated_and_the_registry_finds_the_latest():
     with pytest.raises(ValueError, match="negative"):
-        FedBipModelAggregator(negative="absolute")
+        FedBipModelAggregator(rule=FedBipRule(negative="absolute"))
     with pytest.raises(ValueError, match="aggregator_name"):
         FedBipModelAggregator(aggregator_name="")
     with pytest.raises(ValueError, match="task_names"):
@@ -235,7 +236,7 @@ def test_options_are_validated_and_the_registry_finds_the_latest():
 
 def test_streaming_gives_the_same_personalized_models(tmp_path):
     theta0 = make_theta0()
-    aggregator = FedBipModelAggregator(streaming=True, aggregator_name="streaming")
+    aggregator = FedBipModelAggregator(rule=FedBipRule(streaming=True), aggregator_name="streaming")
     assert aggregator.options()["streaming"] is True
     system = FakeSystem(str(tmp_path), aggregator)
     global_params = theta0

@@ -8,6 +8,7 @@ import torch
 from fedbip_nvflare.core import l2_norm
 from fedbip_nvflare.server.controller import FedBipController
 from fedbip_nvflare.server.rule import KEEP_CENTERED_WARNING, FedBipRule
+from fedbip_nvflare.server.rules import make_rule
 
 
 def _round(hostile_scale: float):
@@ -37,9 +38,9 @@ def test_norm_bound_clips_a_scaled_copy_and_keeps_the_weights():
 
 def test_norm_bound_is_validated_and_only_for_fedbip():
     with pytest.raises(ValueError, match="norm bound"):
-        FedBipController(model="m", norm_bound=0)
+        FedBipController(model="m", rule=FedBipRule(norm_bound=0))
     with pytest.raises(ValueError, match="norm_bound applies to FedBip's rule only"):
-        FedBipController(model="m", aggregation="local", norm_bound=2.0)
+        FedBipController(model="m", rule=make_rule("local", norm_bound=2.0))
 
 
 @pytest.mark.parametrize("layerwise", [False, True])
@@ -62,11 +63,11 @@ def test_streaming_rule_gives_the_same_models_with_heads_per_label_space(layerwi
 
 def test_keep_with_centred_similarity_warns_and_the_safe_policies_do_not(caplog):
     with caplog.at_level(logging.WARNING, logger="fedbip_nvflare.server.rule"):
-        FedBipRule(negative="keep", center=True)
+        FedBipRule(negative="keep", center_similarity=True)
     assert KEEP_CENTERED_WARNING in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="fedbip_nvflare.server.rule"):
-        FedBipRule(negative="keep-bounded", center=True)
-        FedBipRule(negative="clip", center=True)
-        FedBipRule(negative="keep", center=False)
+        FedBipRule(negative="keep-bounded", center_similarity=True)
+        FedBipRule(negative="clip", center_similarity=True)
+        FedBipRule(negative="keep", center_similarity=False)
     assert not caplog.records

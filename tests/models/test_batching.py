@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fedbip_nvflare.data.batching import pad_sequences
+from fedbip_nvflare.models.batching import pad_sequences
 
 
 def test_right_padding_keeps_tokens_first_and_masks_the_rest():

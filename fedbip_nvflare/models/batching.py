@@ -1,4 +1,4 @@
-"""Token sequences of different lengths stacked into padded batches (dynamic padding)."""
+"""Token sequences of different lengths stacked into padded batches (dynamic padding) for a model's input."""
 
 from typing import Sequence, Tuple
 
