@@ -360,11 +360,17 @@ def write_summary(output: str) -> str:
         if found is None:
             continue
         clients, first, last, r0, r1 = found
-        tasks = dict(client_columns(runs))
-        labels = [f"{c}\n{tasks.get(c, '')}" for c in clients]
+        groups = info.get("groups") or {}
+        labels = plots.site_labels(clients, dict(client_columns(runs)), groups)
         name = f"weights_{method}.png"
         plots.plot_weight_matrices(
-            first, last, labels, os.path.join(output, name), f"{method} aggregation weights (seed {seed})", (r0, r1)
+            first,
+            last,
+            labels,
+            os.path.join(output, name),
+            f"{method} aggregation weights (seed {seed})",
+            (r0, r1),
+            partners=plots.partner_cells(clients, groups),
         )
         images.append((f"{method}: weight matrix p_ik at the first and last round (seed {seed})", name))
 

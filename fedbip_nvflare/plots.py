@@ -1,6 +1,6 @@
 """PNG plots of runs and benchmarks (matplotlib, non-interactive Agg backend): accuracy curves, heatmaps."""
 
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -38,6 +38,37 @@ def plot_accuracy_by_round(
     plt.close(fig)
 
 
+def site_labels(
+    clients: Sequence[str], tasks: Mapping[str, Any], groups: Optional[Mapping[str, Any]] = None
+) -> List[str]:
+    """Axis labels naming what each site holds: ``"site-3\nsst2"``, or ``"site-3\nsst2 [sentiment]"`` with groups.
+
+    Args:
+        clients: The sites, in matrix order.
+        tasks: ``{site: task}`` (a site missing from it, or with task None, is labelled by its name alone).
+        groups: ``{site: ground-truth group}`` where the suite has groups.
+    """
+    labels = []
+    for c in clients:
+        parts = [str(tasks[c])] if tasks.get(c) is not None else []
+        if groups and groups.get(c) is not None:
+            parts.append(f"[{groups[c]}]")
+        labels.append("\n".join([c, " ".join(parts)]) if parts else c)
+    return labels
+
+
+def partner_cells(clients: Sequence[str], groups: Optional[Mapping[str, Any]]) -> List[Tuple[int, int]]:
+    """``(i, k)`` cells of two different sites in the same ground-truth group (no groups: none)."""
+    if not groups:
+        return []
+    return [
+        (i, k)
+        for i, a in enumerate(clients)
+        for k, b in enumerate(clients)
+        if i != k and groups.get(a) is not None and groups.get(a) == groups.get(b)
+    ]
+
+
 def plot_weight_matrices(
     first: Any,
     last: Any,
@@ -47,18 +78,20 @@ def plot_weight_matrices(
     rounds: Tuple[int, int],
     value_range: Tuple[float, float] = (0.0, 1.0),
     value_name: str = "p_ik",
+    partners: Sequence[Tuple[int, int]] = (),
 ) -> None:
     """Two heatmaps side by side: a client × client matrix (default: weights p_ik) at the first and last round.
 
     Args:
         first: ``[N, N]`` matrix of the first aggregated round (row i: how client i's model mixes client k).
         last: ``[N, N]`` matrix of the last aggregated round.
-        labels: N client labels (rows and columns).
+        labels: N client labels (rows and columns), e.g. from :func:`site_labels`.
         path: PNG file to write.
         title: Figure title.
         rounds: The two matrices' round indices.
         value_range: Colour scale limits (cosine similarities: (-1, 1)).
         value_name: Colour bar label.
+        partners: ``(i, k)`` cells of ground-truth partners (see :func:`partner_cells`), outlined in red.
     """
     n = len(labels)
     size = max(4.0, 0.55 * n + 2)
@@ -70,6 +103,8 @@ def plot_weight_matrices(
         ax.set_xticks(range(n), labels, rotation=90, fontsize="x-small")
         ax.set_yticks(range(n), labels if ax is axes[0] else [], fontsize="x-small")
         ax.set_xlabel("contributing client k")
+        for i, k in partners:
+            ax.add_patch(plt.Rectangle((k - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
         if n <= 12:
             for i in range(n):
                 for k in range(n):
@@ -79,7 +114,7 @@ def plot_weight_matrices(
                     ax.text(k, i, f"{value:.2f}", ha="center", va="center", fontsize="xx-small", color=color)
     axes[0].set_ylabel("receiving client i")
     fig.colorbar(image, ax=list(axes), shrink=0.8, label=value_name)
-    fig.suptitle(title)
+    fig.suptitle(title + ("\n(red: ground-truth partners)" if partners else ""))
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 

@@ -108,7 +108,11 @@ def _plot_run(run: Run, output: str) -> List[str]:
         (r0, clients, first), (r1, _, last) = matrices[0], matrices[-1]
         path = os.path.join(output, f"{run.label}_{key}.png")
         title = f"{run.label}: {'similarity' if key == 'similarity' else 'aggregation weights'}"
-        plots.plot_weight_matrices(first, last, clients, path, title, (r0, r1), value_range, name)
+        tasks = {c: info.get("task") for c, info in run.results["clients"].items()}
+        groups = (run.results.get("options") or {}).get("groups")
+        labels = plots.site_labels(clients, tasks, groups)
+        partners = plots.partner_cells(clients, groups)
+        plots.plot_weight_matrices(first, last, labels, path, title, (r0, r1), value_range, name, partners)
         written.append(path)
     return written
 
