@@ -316,6 +316,8 @@ METHODS: Dict[str, Method] = {
         one_model=True,
     ),
     "fedamp": Method(_fedbip_recipe, _options(aggregation="fedamp")),
+    # LoRA A averaged, B (and heads) kept local (Guo et al., ICLR 2025).
+    "fedsa-lora": Method(_fedbip_recipe, _options(aggregation="fedsa-lora")),
     "fedbip": Method(_fedbip_recipe),
     "fedbip-l": Method(_fedbip_recipe, _options(layerwise=True)),
     "fedbip-cumulative": Method(_fedbip_recipe, _options(similarity_on="cumulative")),

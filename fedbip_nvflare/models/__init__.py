@@ -14,6 +14,7 @@ from fedbip_nvflare.models.lora import (
     LoraSettings,
     initial_head,
     is_head,
+    is_lora_a,
     with_lora,
 )
 from fedbip_nvflare.models.resolve import resolve_model_path
@@ -40,6 +41,7 @@ __all__ = [
     "initial_adapter",
     "initial_head",
     "is_head",
+    "is_lora_a",
     "load_vision_backbone",
     "locate_causal_lm",
     "resolve_model_path",

@@ -6,12 +6,12 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from fedbip_nvflare.models.backbones import DEFAULT_MODALITY, get_backbone
-from fedbip_nvflare.models.lora import HEAD_PREFIX, LoraSettings, initial_head, is_head, with_lora
+from fedbip_nvflare.models.lora import HEAD_PREFIX, LoraSettings, initial_head, is_head, is_lora_a, with_lora
 
 
 def _init_lora_tensor(name: str, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
     # Matches peft's default init: A ~ kaiming_uniform(a=√5) = U(±1/√fan_in), B = 0.
-    if ".lora_A." in name:
+    if is_lora_a(name):
         bound = 1.0 / math.sqrt(shape[1])
         return (torch.rand(tuple(shape), generator=generator) * 2 - 1) * bound
     if ".lora_B." in name or ".lora_embedding_A" in name:

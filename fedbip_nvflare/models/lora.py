@@ -108,3 +108,8 @@ class PrivateHeadMixin:
 def is_head(name: str) -> bool:
     """Whether a federated tensor name belongs to the classification head."""
     return name.startswith(HEAD_PREFIX)
+
+
+def is_lora_a(name: str) -> bool:
+    """Whether a federated tensor name is a LoRA A (down-projection) matrix, as peft names them."""
+    return ".lora_A." in name

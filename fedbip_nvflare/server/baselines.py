@@ -1,4 +1,5 @@
-"""The baseline rules FedBip is compared with, run through the same server round: Local, oracle groups, FedAMP.
+"""The baseline rules FedBip is compared with, run through the same server round: Local, oracle groups, FedAMP,
+FedSA-LoRA.
 
 Each wraps a weight function of ``fedbip_nvflare.core.baselines`` (an ``[N, N]`` row-stochastic matrix over the
 round's clients) and mixes with ``core.combine``, heads only within a label space, like FedBip.
@@ -12,6 +13,7 @@ import torch
 
 from fedbip_nvflare.core import apply_update, combine, task_vector
 from fedbip_nvflare.core.baselines import fedamp_weights, group_weights, local_weights
+from fedbip_nvflare.models import is_lora_a
 from fedbip_nvflare.server.rule import AggregationRule, Params, with_heads
 
 
@@ -112,3 +114,37 @@ class FedAMPRule(WeightedUpdateRule):
 
     def mix_parameters(self) -> bool:
         return True
+
+
+@dataclass(frozen=True)
+class FedSALoraRule(AggregationRule):
+    """FedSA-LoRA (Guo et al., ICLR 2025): the LoRA A matrices are averaged over the round's clients, the B matrices
+    (and heads) stay each client's own: ``θ̄_i^A ← θ̄_i^A + mean_k τ_k^A``, ``θ̄_i^B ← θ_i^B``.
+
+    A learns what the clients share, B what is theirs. Every client starts from the same A (θ̄⁰), so A stays one
+    global matrix, as in the paper. The record's ``weights`` are the A matrices' (uniform).
+    """
+
+    name: ClassVar[str] = "fedsa-lora"
+
+    def apply(
+        self,
+        sent: Mapping[str, Params],
+        returned: Mapping[str, Params],
+        theta0_of: Callable[[Params], Params],
+        shared: Optional[List[str]] = None,
+        spaces: Optional[Dict[str, str]] = None,
+    ) -> Tuple[Dict[str, Params], dict]:
+        """See :meth:`AggregationRule.apply`."""
+        clients = sorted(returned)
+        shared = list(returned[clients[0]]) if shared is None else shared
+        n = len(clients)
+        weights = {"A": torch.full((n, n), 1.0 / n), "own": local_weights(n)}
+        taus = {c: task_vector(returned[c], sent[c]) for c in clients}
+        group_of = {name: "A" if is_lora_a(name) else "own" for name in shared}
+        mixed = combine({c: {name: taus[c][name] for name in shared} for c in clients}, weights, group_of)
+        updates = with_heads(mixed, taus, weights["own"], spaces)
+        return {c: apply_update(sent[c], updates[c]) for c in clients}, {
+            "clients": clients,
+            "weights": weights["A"].tolist(),
+        }

@@ -7,7 +7,7 @@ its options) and one ``RULES`` entry (or :func:`register_rule`). Everything that
 
 from typing import Any, Dict, Type, Union
 
-from fedbip_nvflare.server.baselines import FedAMPRule, LocalRule, OracleGroupsRule
+from fedbip_nvflare.server.baselines import FedAMPRule, FedSALoraRule, LocalRule, OracleGroupsRule
 from fedbip_nvflare.server.fedavg import FedAvgRule
 from fedbip_nvflare.server.rule import AggregationRule, FedBipRule
 
@@ -17,6 +17,7 @@ RULES: Dict[str, Type[AggregationRule]] = {
     "fedamp": FedAMPRule,
     "oracle-groups": OracleGroupsRule,
     "fedavg": FedAvgRule,
+    "fedsa-lora": FedSALoraRule,
 }
 
 

@@ -19,6 +19,7 @@ ALL_METHODS = [
     "fedavg",
     "fedavg-slr",
     "fedamp",
+    "fedsa-lora",
     "fedbip",
     "fedbip-l",
     "fedbip-cumulative",

@@ -68,3 +68,26 @@ def test_fedamp_mixes_raw_parameters(make_harness):
 def test_bad_aggregation_options(aggregation, options, message):
     with pytest.raises(ValueError, match=message):
         FedBipController(model="m", rule=make_rule(aggregation, **options))
+
+
+def test_fedsa_lora_averages_a_and_keeps_b(make_harness):
+    h = make_harness(aggregation="fedsa-lora", num_rounds=2).run()
+    for rnd in (0, 1):
+        sent, returned = _round_io(h, rnd)
+        names = list(returned["site-1"])
+        a_names = [n for n in names if ".lora_A." in n]
+        assert a_names and len(a_names) < len(names), "the fake adapter has both A and B matrices"
+        if rnd == 1:
+            # every client trained from the same A (it stays global), and from its own B
+            for n in a_names:
+                assert all(torch.equal(sent[c][n], sent["site-1"][n]) for c in SITES)
+            assert any(not torch.equal(sent["site-1"][n], sent["site-2"][n]) for n in names if n not in a_names)
+    sent, returned = _round_io(h, 1)
+    for n in returned["site-1"]:
+        mean_tau = torch.stack([returned[c][n] - sent[c][n] for c in SITES]).mean(dim=0)
+        for c in SITES:
+            expected = sent[c][n] + mean_tau if ".lora_A." in n else returned[c][n]
+            torch.testing.assert_close(h.controller.thetas[c][n], expected, rtol=0, atol=1e-6)
+    assert h.controller.method_name() == "fedsa-lora"
+    with pytest.raises(ValueError, match="takes options"):
+        make_rule("fedsa-lora", sigma=0.5)
