@@ -318,6 +318,8 @@ METHODS: Dict[str, Method] = {
     "fedamp": Method(_fedbip_recipe, _options(aggregation="fedamp")),
     # LoRA A averaged, B (and heads) kept local (Guo et al., ICLR 2025).
     "fedsa-lora": Method(_fedbip_recipe, _options(aggregation="fedsa-lora")),
+    # FedAvg for all rounds but the last, whose local epoch fine-tunes the averaged model (same budget).
+    "fedavg-ft": Method(_fedbip_recipe, _options(aggregation="fedavg-ft")),
     "fedbip": Method(_fedbip_recipe),
     "fedbip-l": Method(_fedbip_recipe, _options(layerwise=True)),
     "fedbip-cumulative": Method(_fedbip_recipe, _options(similarity_on="cumulative")),

@@ -149,11 +149,11 @@ class FedBipRecipe(Recipe):
         per_site_config: ``{site: {"data": {...}, "num_threads": ..., "batch_size": ..., "local_epochs": ...}}``.
         log_updates: Server saves what each client was sent and returned every round.
         aggregation: Server rule, a name in ``fedbip_nvflare.server.rules.RULES``: "fedbip" (default); a baseline
-            through the same workflow ("local", "fedamp", "fedsa-lora", "oracle-groups"); or "fedavg": NVFlare's own
-            ``FedAvg`` workflow averaging the LoRA tensors (heads stay local), then a final validate task. The rule
-            keywords (layerwise, negative, similarity_on, center_similarity, norm_bound, streaming,
-            server_learning_rate) are its options when set to anything but their default; a rule refuses options it
-            does not take.
+            through the same workflow ("local", "fedamp", "fedsa-lora", "fedavg-ft", "oracle-groups"); or
+            "fedavg": NVFlare's own ``FedAvg`` workflow averaging the LoRA tensors (heads stay local), then a final
+            validate task. The rule keywords (layerwise, negative, similarity_on, center_similarity, norm_bound,
+            streaming, server_learning_rate) are its options when set to anything but their default; a rule refuses
+            options it does not take.
         aggregation_options: Options of a baseline rule (FedAMP ``sigma``/``self_weight``; oracle ``groups``).
         rule: An ``AggregationRule`` object instead of ``aggregation``, ``aggregation_options`` and the rule
             keywords (e.g. ``FedBipRule(layerwise=True)``, or a rule of your own registered in ``RULES``).

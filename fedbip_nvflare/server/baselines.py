@@ -1,5 +1,5 @@
 """The baseline rules FedBip is compared with, run through the same server round: Local, oracle groups, FedAMP,
-FedSA-LoRA.
+FedSA-LoRA, FedAvg followed by local fine-tuning.
 
 Each wraps a weight function of ``fedbip_nvflare.core.baselines`` (an ``[N, N]`` row-stochastic matrix over the
 round's clients) and mixes with ``core.combine``, heads only within a label space, like FedBip.
@@ -114,6 +114,38 @@ class FedAMPRule(WeightedUpdateRule):
 
     def mix_parameters(self) -> bool:
         return True
+
+
+@dataclass(frozen=True)
+class FedAvgFinetuneRule(WeightedUpdateRule):
+    """FedAvg, then local fine-tuning within the same budget: every round but the last ``finetune_rounds`` averages
+    the round's updates (``θ̄_i ← θ̄_i + mean_k τ_k``: one model, as FedAvg with equal example counts), and in the last
+    ``finetune_rounds`` each client keeps its own update (its local epochs fine-tune the averaged model).
+
+    Attributes:
+        finetune_rounds: Rounds of local fine-tuning at the end (>= 1).
+
+    Raises:
+        ValueError: ``finetune_rounds`` is not an int >= 1.
+    """
+
+    name: ClassVar[str] = "fedavg-ft"
+    needs_num_rounds: ClassVar[bool] = True
+
+    finetune_rounds: int = 1
+
+    def __post_init__(self) -> None:
+        value = self.finetune_rounds
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"finetune_rounds must be an int >= 1, got {value!r}")
+
+    def for_round(self, rnd: int, num_rounds: int) -> AggregationRule:
+        """Averaging before the last ``finetune_rounds`` rounds, :class:`LocalRule` in them."""
+        return LocalRule() if rnd >= num_rounds - self.finetune_rounds else self
+
+    def weights(self, clients: List[str], params: List[Params]) -> torch.Tensor:
+        n = len(clients)
+        return torch.full((n, n), 1.0 / n)
 
 
 @dataclass(frozen=True)

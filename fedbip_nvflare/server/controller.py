@@ -174,7 +174,8 @@ class FedBipController(TargetedTasksController):
             return None
         clients = sorted(accepted)
         shared, spaces = self._split_heads(clients, accepted)
-        thetas, record = self.rule.apply(sent, accepted, self._theta0_of, shared, spaces)
+        rule = self.rule.for_round(rnd, self.num_rounds)
+        thetas, record = rule.apply(sent, accepted, self._theta0_of, shared, spaces)
         self.thetas.update(thetas)
         return record
 

@@ -122,6 +122,11 @@ class FedBipModelAggregator(ModelAggregator):
         self.aggregator_name = aggregator_name
         if self.rule.nvflare_fedavg:
             raise ValueError(f"aggregation {self.rule.name!r} is a workflow of its own, not a drop-in aggregation")
+        if self.rule.needs_num_rounds:
+            raise ValueError(
+                f"aggregation {self.rule.name!r} changes with the round and needs the number of rounds, which the "
+                "drop-in aggregator does not know: use FedBipRecipe or FedBipController"
+            )
         if not isinstance(min_clients, int) or isinstance(min_clients, bool) or min_clients < 1:
             raise ValueError(f"min_clients must be an int >= 1, got {min_clients!r}")
         if not isinstance(aggregator_name, str) or not aggregator_name:

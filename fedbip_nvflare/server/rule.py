@@ -47,10 +47,13 @@ class AggregationRule(ABC):
             ``FedBipController`` or the drop-in aggregator; ``FedBipRecipe`` asks this to pick the workflow.
         exclusive_options: ``{option: message}`` for options only this rule takes: the message (formatted with
             ``name``, the rule asked for) is the error when another rule is given the option.
+        needs_num_rounds: The rule changes with the round (see :meth:`for_round`), so it runs only where the number
+            of rounds is known (``FedBipController``), not in the drop-in aggregator.
     """
 
     name: ClassVar[str] = ""
     nvflare_fedavg: ClassVar[bool] = False
+    needs_num_rounds: ClassVar[bool] = False
     exclusive_options: ClassVar[Dict[str, str]] = {}
 
     @abstractmethod
@@ -79,6 +82,11 @@ class AggregationRule(ABC):
     def method_name(self) -> str:
         """The method's name in results (e.g. "fedbip-l" for FedBip's layer-wise option)."""
         return self.name
+
+    def for_round(self, rnd: int, num_rounds: int) -> "AggregationRule":
+        """The rule that aggregates round ``rnd`` (0-based) of ``num_rounds``: this one, unless it changes with the
+        round (``needs_num_rounds``)."""
+        return self
 
     def options(self) -> Dict[str, Any]:
         """The rule's options as recorded in results (its dataclass fields)."""

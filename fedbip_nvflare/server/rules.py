@@ -7,7 +7,7 @@ its options) and one ``RULES`` entry (or :func:`register_rule`). Everything that
 
 from typing import Any, Dict, Type, Union
 
-from fedbip_nvflare.server.baselines import FedAMPRule, FedSALoraRule, LocalRule, OracleGroupsRule
+from fedbip_nvflare.server.baselines import FedAMPRule, FedAvgFinetuneRule, FedSALoraRule, LocalRule, OracleGroupsRule
 from fedbip_nvflare.server.fedavg import FedAvgRule
 from fedbip_nvflare.server.rule import AggregationRule, FedBipRule
 
@@ -18,6 +18,7 @@ RULES: Dict[str, Type[AggregationRule]] = {
     "oracle-groups": OracleGroupsRule,
     "fedavg": FedAvgRule,
     "fedsa-lora": FedSALoraRule,
+    "fedavg-ft": FedAvgFinetuneRule,
 }
 
 

@@ -20,6 +20,7 @@ ALL_METHODS = [
     "fedavg-slr",
     "fedamp",
     "fedsa-lora",
+    "fedavg-ft",
     "fedbip",
     "fedbip-l",
     "fedbip-cumulative",

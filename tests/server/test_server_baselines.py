@@ -91,3 +91,33 @@ def test_fedsa_lora_averages_a_and_keeps_b(make_harness):
     assert h.controller.method_name() == "fedsa-lora"
     with pytest.raises(ValueError, match="takes options"):
         make_rule("fedsa-lora", sigma=0.5)
+
+
+def test_fedavg_ft_averages_then_fine_tunes_locally_in_the_last_round(make_harness):
+    h = make_harness(aggregation="fedavg-ft", num_rounds=3).run()
+    for rnd in (1, 2):
+        sent, _ = _round_io(h, rnd)
+        for n in sent["site-1"]:
+            assert all(torch.equal(sent[c][n], sent["site-1"][n]) for c in SITES), "one averaged model before FT"
+    sent, returned = _round_io(h, 1)
+    next_sent, _ = _round_io(h, 2)
+    for n in returned["site-1"]:
+        mean = torch.stack([returned[c][n] for c in SITES]).mean(dim=0)
+        torch.testing.assert_close(next_sent["site-1"][n], mean, rtol=0, atol=1e-6)
+    # the last round: each client keeps its own fine-tuned parameters
+    _, last = _round_io(h, 2)
+    for c in SITES:
+        for n, t in last[c].items():
+            torch.testing.assert_close(h.controller.thetas[c][n], t, rtol=0, atol=1e-6)
+    assert h.controller.method_name() == "fedavg-ft"
+
+
+def test_fedavg_ft_checks_its_option_and_refuses_the_drop_in():
+    from fedbip_nvflare.server.personalization import FedBipModelAggregator
+
+    assert make_rule("fedavg-ft", finetune_rounds=2).for_round(1, 3).name == "local"
+    assert make_rule("fedavg-ft").for_round(1, 3).name == "fedavg-ft"
+    with pytest.raises(ValueError, match="finetune_rounds must be an int >= 1"):
+        make_rule("fedavg-ft", finetune_rounds=0)
+    with pytest.raises(ValueError, match="needs the number of rounds"):
+        FedBipModelAggregator(rule="fedavg-ft")
