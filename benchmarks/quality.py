@@ -36,7 +36,7 @@ from fedbip_nvflare.data import VISION_SUITES, site_names, suite_groups, vision_
 from fedbip_nvflare.data.flan import FLAN_8, FLAN_PAIRS, FLAN_SUITES, flan_suite_groups
 from fedbip_nvflare.data.instruct_suite import SUITE as INSTRUCT_SUITE
 from fedbip_nvflare.data.instruct_suite import instruct_suite_groups
-from fedbip_nvflare.results import find_server_results, load_results, write_results
+from fedbip_nvflare.results import find_server_results, load_results, run_failure, write_results
 
 logger = logging.getLogger("benchmarks.quality")
 
@@ -389,9 +389,13 @@ def _output_to(path: str) -> Iterator[None]:
 
 
 def result_problems(results: Mapping[str, Any], num_clients: int) -> List[str]:
-    """What makes a run's results incomplete: missing clients, or a final accuracy that is not in [0, 1]."""
+    """What makes a run's results incomplete: the shared run check (every client must produce a result), missing
+    clients, or a final accuracy that is not in [0, 1]."""
     clients = results.get("clients", {})
-    problems = [f"{len(clients)} of {num_clients} clients reported results"] if len(clients) != num_clients else []
+    failure = run_failure(results, num_clients)
+    problems = [failure] if failure else []
+    if len(clients) != num_clients:
+        problems.append(f"{len(clients)} of {num_clients} clients reported results")
     for site, info in clients.items():
         acc = info.get("accuracy")
         if not isinstance(acc, (int, float)) or not 0.0 <= acc <= 1.0:

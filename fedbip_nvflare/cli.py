@@ -1,6 +1,7 @@
 """``fedbip`` command line: site set-up helpers, the results report, predictions with a personalized model."""
 
 import argparse
+import sys
 from typing import List, Optional
 
 
@@ -48,12 +49,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         assets.fetch()
     elif args.command == "report":
-        from fedbip_nvflare.report import write_report
+        from fedbip_nvflare.report import run_failures, write_report
 
         try:
             print(write_report(args.path, args.output))
+            failures = run_failures(args.path)
         except FileNotFoundError as e:
             print(f"fedbip report: {e}")
+            return 1
+        if failures:
+            print(f"fedbip report: FAILED {'; '.join(failures)}", file=sys.stderr)
             return 1
     elif args.command == "predict":
         return _predict(args)

@@ -20,6 +20,11 @@ class FedBipKeys:
     ADAPTER_DIR = "adapter_dir"
     LABEL_NAMES = "label_names"
     LABEL_SPACE = "label_space"  # fingerprint of the label names: heads are combined only within one
+    SITE_ERROR = "fedbip_site_error"  # header of a failed task's reply: the site's one-line reason
+
+    # results.json
+    ERROR = "error"  # a client entry's reason it has no final result
+    MIN_CLIENTS = "min_clients"  # the run's least number of clients that must produce results
 
     # task names
     TRAIN_TASK = "train"

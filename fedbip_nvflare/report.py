@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.results import format_table, normalize_results, read_round_matrices
+from fedbip_nvflare.results import format_table, normalize_results, read_round_matrices, run_failure
 
 REPORT_DIR = "report"
 
@@ -68,6 +68,15 @@ def find_runs(root: str) -> List[Run]:
         if labels[run.label] > 1:
             run.label = f"{run.label}-{labels[run.label]}"
     return runs
+
+
+def run_failures(root: str) -> List[str]:
+    """``"<label>: <reason>"`` for every run under ``root`` that failed (see ``results.run_failure``).
+
+    Raises:
+        FileNotFoundError: As :func:`find_runs`.
+    """
+    return [f"{run.label}: {reason}" for run in find_runs(root) if (reason := run_failure(run.results))]
 
 
 def client_curves(results: Dict[str, Any]) -> Dict[str, List[float]]:

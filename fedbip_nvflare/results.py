@@ -3,7 +3,9 @@
 import glob
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from fedbip_nvflare.constants import FedBipKeys as K
 
@@ -36,6 +38,131 @@ def load_results(run_dir: str, method: Optional[str] = None) -> Dict[str, Any]:
     return normalize_results(raw, method)
 
 
+def load_run(
+    run_dir: str, min_clients: int, method: Optional[str] = None
+) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """A finished job's results and, if it failed, the one-line reason (see :func:`run_failure`).
+
+    Args:
+        run_dir: The job's workspace or result folder.
+        min_clients: Least number of clients that must produce a final result.
+        method: Overrides the method name.
+
+    Returns:
+        ``(results or None, reason or None)``: no results when the server wrote none (it aborted or the job did
+        not finish).
+    """
+    try:
+        results = load_results(run_dir, method)
+    except FileNotFoundError as e:
+        return None, f"the server aborted or did not finish: {e}"
+    return results, run_failure(results, min_clients)
+
+
+def execute_and_check(
+    recipe: Any, env: Any, run_dir: str, min_clients: int, method: Optional[str] = None
+) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """Runs a recipe (``recipe.execute(env)``) and returns its results and, if the run failed, the reason.
+
+    Args:
+        recipe: An NVFlare recipe (FedBipRecipe, or a stock recipe with FedBip dropped in).
+        env: Where it runs (``SimEnv``, ``PocEnv``, ...).
+        run_dir: The job's workspace, where the server writes ``fedbip/results.json``.
+        min_clients: Least number of clients that must produce a final result.
+        method: Overrides the method name in the results.
+
+    Returns:
+        ``(results or None, one-line reason or None)``, as :func:`load_run`; a simulator that exited with an error
+        but left no other reason gives its own message.
+    """
+    try:
+        recipe.execute(env)
+    except RuntimeError as e:  # SimEnv: the simulator exited with an error code
+        results, reason = load_run(run_dir, min_clients, method)
+        return results, reason or " ".join(str(e).split())
+    return load_run(run_dir, min_clients, method)
+
+
+@dataclass
+class JobRun:
+    """What :func:`run_job` did: the recipe (None: it could not be built), results, and the failure if any."""
+
+    recipe: Any
+    run_dir: Optional[str]
+    results: Optional[Dict[str, Any]]
+    failure: Optional[str]
+    exit_code: int
+
+    def finish(self) -> int:
+        """Prints the failure's one-line reason (if any) to stderr and returns the job's exit code."""
+        if self.failure:
+            print(self.failure if self.exit_code == 2 else f"FAILED: {self.failure}", file=sys.stderr)
+        return self.exit_code
+
+
+def run_job(
+    build: Callable[[], Any], env: Any, workspace: str, min_clients: int, method: Optional[str] = None
+) -> JobRun:
+    """A job script's run: builds the recipe, runs it in ``env`` and checks the results (:func:`execute_and_check`).
+
+    Args:
+        build: Builds the recipe; a ``ValueError`` is a flag combination that cannot work (exit code 2, before any
+            simulator starts).
+        env: Where it runs.
+        workspace: The simulator's workspace root (the run folder is ``<workspace>/<recipe name>``).
+        min_clients: Least number of clients that must produce a final result.
+        method: Overrides the method name in the results.
+
+    Returns:
+        The run; its ``exit_code`` is 0, 1 (the run failed) or 2 (the recipe could not be built).
+    """
+    try:
+        recipe = build()
+    except ValueError as e:
+        return JobRun(None, None, None, f"error: {' '.join(str(e).split())}", 2)
+    run_dir = os.path.join(workspace, recipe.name)
+    results, failure = execute_and_check(recipe, env, run_dir, min_clients, method)
+    return JobRun(recipe, run_dir, results, failure, 1 if failure else 0)
+
+
+def site_errors(results: Mapping[str, Any]) -> Dict[str, str]:
+    """``{site: reason}`` for every client without a final result (its recorded error, else "no final result")."""
+    errors = {}
+    for site, info in results.get("clients", {}).items():
+        if info.get(K.ERROR) or info.get("accuracy") is None:
+            errors[site] = str(info.get(K.ERROR) or "no final result")
+    return errors
+
+
+def run_failure(results: Optional[Mapping[str, Any]], min_clients: Optional[int] = None) -> Optional[str]:
+    """The one-line reason a run failed, or None if it succeeded.
+
+    A run fails when the server wrote no results (it aborted), when no client produced a final result, or when
+    fewer than ``min_clients`` did. Failed sites beyond that are not a run failure (the table marks them).
+
+    Args:
+        results: The run's results (``results.json`` schema), or None if the server wrote none.
+        min_clients: Least number of clients with a final result (None: the run's own ``min_clients``, else 1).
+    """
+    if results is None:
+        return "the server aborted: it wrote no results"
+    if min_clients is None:
+        min_clients = int(results.get(K.MIN_CLIENTS) or 1)
+    clients = results.get("clients", {})
+    errors = site_errors(results)
+    produced = len(clients) - len(errors)
+    first = next(iter(errors.items()), None)
+    example = f"; {first[0]}: {first[1]}" if first else ""
+    if produced == 0:
+        return f"no client produced a result ({len(clients)} client(s) failed{example})"
+    if produced < min_clients:
+        return (
+            f"only {produced} of {len(clients)} clients produced a result, fewer than min_clients={min_clients} "
+            f"({len(errors)} failed{example})"
+        )
+    return None
+
+
 def normalize_results(raw: Dict[str, Any], method: Optional[str] = None) -> Dict[str, Any]:
     """A results.json's content with every client's stable keys present, clients in site order (site-2 < site-10).
 
@@ -59,14 +186,21 @@ def _site_order(site: str):
 
 
 def format_table(results: Dict[str, Any]) -> str:
-    """A plain-text per-client table (task, train size, accuracy before federation, final accuracy)."""
+    """A plain-text per-client table (task, train size, accuracy before federation, final accuracy).
+
+    A site without a final result shows ``FAILED:`` and its error instead of its row's values.
+    """
 
     def pct(x):
         return "   -  " if x is None else f"{100 * float(x):6.2f}"
 
+    errors = site_errors(results)
     lines = [f"{'site':<10} {'task':<18} {'n_train':>7} {'acc before':>10} {'acc final':>9}  adapter"]
     before, final = [], []
     for site, c in results["clients"].items():
+        if site in errors:
+            lines.append(f"{site:<10} FAILED: {errors[site]}")
+            continue
         lines.append(
             f"{site:<10} {str(c.get('task')):<18} {str(c.get('n_train')):>7} {pct(c.get('accuracy_before')):>10}"
             f" {pct(c.get('accuracy')):>9}  {c.get('adapter_dir') or '-'}"

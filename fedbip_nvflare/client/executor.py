@@ -118,7 +118,7 @@ class FedBipExecutor(Executor):
             return make_reply(ReturnCode.TASK_UNKNOWN)
         if self._start_error is not None:
             self.log_error(fl_ctx, f"{task_name} refused: site set-up failed at START_RUN: {self._start_error}")
-            return make_reply(ReturnCode.EXECUTION_EXCEPTION)
+            return _failed(f"site set-up failed: {self._start_error}")
         try:
             received = FLModelUtils.from_shareable(shareable)
             session = self._get_session(fl_ctx)
@@ -140,7 +140,14 @@ class FedBipExecutor(Executor):
             return FLModelUtils.to_shareable(result)
         except Exception as e:
             self.log_exception(fl_ctx, f"{task_name} failed: {e}")
-            return make_reply(ReturnCode.EXECUTION_EXCEPTION)
+            return _failed(f"{task_name} failed: {type(e).__name__}: {e}")
+
+
+def _failed(reason: str) -> Shareable:
+    """An EXECUTION_EXCEPTION reply carrying the site's one-line reason for the server's results."""
+    reply = make_reply(ReturnCode.EXECUTION_EXCEPTION)
+    reply.set_header(K.SITE_ERROR, reason.splitlines()[0] if reason else reason)
+    return reply
 
 
 SITE_CONFIG_FILE = "fedbip_site.json"

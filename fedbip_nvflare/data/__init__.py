@@ -8,12 +8,19 @@ data configuration → its task data, for every modality: the one dispatcher). `
 
 from fedbip_nvflare.data.images import ImageSplit, ImageTaskData, load_image_site_data
 from fedbip_nvflare.data.instruct import InstructExample, InstructSplit, InstructTaskData
-from fedbip_nvflare.data.site_data import SITE_DATA, load_image_task_data, load_instruct_task_data, load_task_data
+from fedbip_nvflare.data.site_data import (
+    SITE_DATA,
+    check_data_config,
+    load_image_task_data,
+    load_instruct_task_data,
+    load_task_data,
+)
 from fedbip_nvflare.data.suites import GROUP_TASKS, SUITES, TEXT_TASKS, load_suite_site, site_names, suite_groups
 from fedbip_nvflare.data.text import TextSplit, TextTaskData, load_site_data, load_text_file, shift_labels, site_list
 from fedbip_nvflare.data.vision_suite import VISION_SUITES, load_vision_suite_site, vision_suite_groups
 
 __all__ = [
+    "check_data_config",
     "GROUP_TASKS",
     "ImageSplit",
     "ImageTaskData",

@@ -13,10 +13,11 @@ from fedbip_nvflare.data.config import checked_data_config
 from fedbip_nvflare.data.flan import FLAN_SUITES, load_flan_suite_site
 from fedbip_nvflare.data.images import DEFAULT_IMAGE_SIZE, ImageTaskData, load_image_site_data
 from fedbip_nvflare.data.instruct import InstructTaskData, load_instruct_files
+from fedbip_nvflare.data.instruct_suite import SUITE as INSTRUCT_SUITE
 from fedbip_nvflare.data.instruct_suite import load_instruct_suite_site
-from fedbip_nvflare.data.suites import load_suite_site
+from fedbip_nvflare.data.suites import SUITES, load_suite_site
 from fedbip_nvflare.data.text import TextTaskData, load_site_data, shift_labels, site_list
-from fedbip_nvflare.data.vision_suite import load_vision_suite_site
+from fedbip_nvflare.data.vision_suite import VISION_SUITES, load_vision_suite_site
 
 FILE_SPLIT_KEYS = frozenset({"train_path", "task", "test_fraction", "seed", "max_train", "max_test"})
 """Keys every file configuration allows (with ``test_path`` where the format has test files)."""
@@ -32,6 +33,8 @@ class SiteDataFormat:
         files: What ``train_path`` points at (named in errors).
         from_suite: ``(checked config, site name) -> task data`` of a built-in suite.
         from_files: ``(checked config) -> task data`` of the site's own files.
+        suites: The built-in suites ``suite`` may name.
+        needs_num_clients: Suites whose configuration must carry ``num_clients`` (one pool split over all sites).
     """
 
     suite_keys: FrozenSet[str]
@@ -39,6 +42,8 @@ class SiteDataFormat:
     files: str
     from_suite: Callable[[Mapping[str, Any], str], Any]
     from_files: Callable[[Mapping[str, Any]], Any]
+    suites: FrozenSet[str] = frozenset()
+    needs_num_clients: FrozenSet[str] = frozenset()
 
 
 def _optional_int(value: Any) -> Optional[int]:
@@ -128,6 +133,8 @@ SITE_DATA: Dict[str, SiteDataFormat] = {
         files="the site's own CSV/JSONL file",
         from_suite=_text_suite,
         from_files=_text_files,
+        suites=frozenset(SUITES),
+        needs_num_clients=frozenset({"label-skew"}),
     ),
     "vision": SiteDataFormat(
         suite_keys=frozenset({"suite", "n_train", "n_test", "seed", "data_dir", "image_size"}),
@@ -135,6 +142,7 @@ SITE_DATA: Dict[str, SiteDataFormat] = {
         files="the site's image folder or .npz file, e.g. 'vision-domains'",
         from_suite=_image_suite,
         from_files=_image_files,
+        suites=frozenset(VISION_SUITES),
     ),
     "causal-lm": SiteDataFormat(
         suite_keys=frozenset(
@@ -144,6 +152,7 @@ SITE_DATA: Dict[str, SiteDataFormat] = {
         files="the site's own JSONL file of instruction/input/output records",
         from_suite=_instruct_suite,
         from_files=_instruct_files,
+        suites=frozenset({INSTRUCT_SUITE, *FLAN_SUITES}),
     ),
 }
 """Per modality (the keys of :data:`fedbip_nvflare.modalities.MODALITIES`), how its sites configure their data."""
@@ -183,11 +192,46 @@ def load_task_data(data: Optional[Mapping[str, Any]], site_name: str, modality: 
             ones are listed), or invalid options (e.g. ``label-skew`` without ``num_clients``).
         FileNotFoundError: A file the configuration names is missing.
     """
+    data = check_data_config(data, modality, site_name)
+    form = SITE_DATA[modality]
+    return form.from_suite(data, site_name) if "suite" in data else form.from_files(data)
+
+
+def check_data_config(
+    data: Optional[Mapping[str, Any]], modality: str = "text", site_name: str = "every site"
+) -> Dict[str, Any]:
+    """A checked copy of a data configuration: its keys, and that its suite is the modality's.
+
+    Cheap (nothing is read), so a recipe checks its configurations when it is built; what only a site can check
+    (its files, its suite's sizes) is left to the readers.
+
+    Args:
+        data: The data configuration (see :func:`load_task_data`).
+        modality: What the sites train (a key of :data:`SITE_DATA`).
+        site_name: Whose configuration it is (named in errors).
+
+    Returns:
+        A copy of the configuration.
+
+    Raises:
+        ValueError: What :func:`load_task_data` raises for bad keys, a suite of another modality (naming it), an
+            unknown suite, or a suite that needs ``num_clients`` without it.
+    """
     if modality not in SITE_DATA:
         raise ValueError(f"unknown modality {modality!r}; valid modalities: {sorted(SITE_DATA)}")
     form = SITE_DATA[modality]
     data = checked_data_config(data, site_name, form.suite_keys, form.file_keys, form.files)
-    return form.from_suite(data, site_name) if "suite" in data else form.from_files(data)
+    suite = data.get("suite")
+    if suite is None or suite in form.suites:
+        if suite in form.needs_num_clients and data.get("num_clients") is None:
+            raise ValueError(
+                f"suite {suite!r} splits one pool over all sites: its data config needs 'num_clients' (the number "
+                "of sites)"
+            )
+        return data
+    owners = [m for m, f in SITE_DATA.items() if suite in f.suites]
+    fix = f"it is a {owners[0]} suite: use modality={owners[0]!r}" if owners else "unknown suite"
+    raise ValueError(f"suite {suite!r} is not a {modality} suite ({fix}); {modality} suites: {sorted(form.suites)}")
 
 
 def load_image_task_data(data: Optional[Mapping[str, Any]], site_name: str) -> ImageTaskData:

@@ -75,7 +75,7 @@ def add_fedbip_personalization(
     config = _server_config(job)
     tasks: List[str] = []
     found = []
-    rounds = 1
+    rounds, min_clients = 1, 1
     for workflow in config.workflows:
         controller = workflow.controller
         found.append(type(controller).__name__)
@@ -88,7 +88,7 @@ def add_fedbip_personalization(
                 )
             controller.aggregator = aggregator
             tasks.append(controller.task_name)
-            rounds = controller.num_rounds
+            rounds, min_clients = controller.num_rounds, controller.num_clients
         elif isinstance(controller, ScatterAndGather):
             current = config.components.get(controller.aggregator_id)
             if current is not None and not isinstance(
@@ -104,6 +104,7 @@ def add_fedbip_personalization(
             config.add_component(controller.aggregator_id, aggregator)
             tasks.append(controller.train_task_name)
             rounds = controller._num_rounds
+            min_clients = controller._min_clients
     if not tasks:
         raise ValueError(
             f"no FedAvg or ScatterAndGather workflow in the job's server app (found {found or 'none'}): FedBip's "
@@ -119,7 +120,12 @@ def add_fedbip_personalization(
     job.set_app_packages(sorted(set(job.job.app_packages) | {PACKAGE}))
     if final_validation:
         job.to_server(
-            FinalValidation(method="fedbip-dropin", num_rounds=rounds, fedbip_aggregator=aggregator.aggregator_name),
+            FinalValidation(
+                method="fedbip-dropin",
+                num_rounds=rounds,
+                fedbip_aggregator=aggregator.aggregator_name,
+                min_clients=min_clients,
+            ),
             id="fedbip_final_validation",
         )
     return aggregator

@@ -1,5 +1,6 @@
 """FedBipRecipe: a validated Recipe-API front over FedBip's controller and client executor."""
 
+import copy
 import dataclasses
 import inspect
 import json
@@ -12,6 +13,7 @@ from nvflare.recipe.spec import ExecEnv, Recipe
 from fedbip_nvflare.client.executor import FedBipExecutor
 from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.constants import FedBipKeys as K
+from fedbip_nvflare.data import check_data_config, site_names
 from fedbip_nvflare.modalities import DEFAULT_MODALITY
 from fedbip_nvflare.server.controller import FedBipController
 from fedbip_nvflare.server.rule import AggregationRule
@@ -327,7 +329,10 @@ class FedBipRecipe(Recipe):
                 (self._fedavg(), "fedavg"),
                 (
                     FinalValidation(
-                        method=self.rule.method_name(), num_rounds=settings.num_rounds, persistor_id="persistor"
+                        method=self.rule.method_name(),
+                        num_rounds=settings.num_rounds,
+                        persistor_id="persistor",
+                        min_clients=settings.min_clients,
                     ),
                     "final",
                 ),
@@ -358,12 +363,12 @@ class FedBipRecipe(Recipe):
     def _client_settings(self, site_config: Dict[str, Any]) -> Dict[str, Any]:
         """The executor's arguments for a site: the shared model/LoRA settings, its data and TrainSettings."""
         data = site_config.get("data", self.data)
-        if not isinstance(data, dict) or ("suite" in data) == ("train_path" in data):
-            raise ValueError(f"data must be a dict with exactly one of 'suite' or 'train_path', got {data!r}")
+        if not isinstance(data, dict):
+            raise ValueError(f"data must be a dict data configuration, got {data!r}")
         overrides = {k: v for k, v in site_config.items() if k != "data"}
         return dict(
             model=self.server.model,
-            data=dict(data),
+            data=check_data_config(data, self.server.modality),
             lora_r=self.server.lora_r,
             lora_alpha=self.server.lora_alpha,
             lora_dropout=self.server.lora_dropout,
@@ -411,6 +416,40 @@ class FedBipRecipe(Recipe):
                 self._job.to_clients(converter, id="event_to_fed")
             else:
                 self._job.to(converter, site, id="event_to_fed")
+
+    def run(self, env: ExecEnv, server_exec_params: Optional[dict] = None, client_exec_params: Optional[dict] = None):
+        """Runs the job in ``env``; ``SimEnv(num_clients=N)`` with per-site configs runs sites site-1..site-N.
+
+        NVFlare's simulator takes either a client count or named sites; with ``per_site_config`` this recipe
+        names the sites itself: every site not in ``per_site_config`` gets the shared configuration.
+
+        Raises:
+            ValueError: ``per_site_config`` names a site that is not among site-1..site-N.
+        """
+        return super().run(self._named_sim_env(env), server_exec_params, client_exec_params)
+
+    def _named_sim_env(self, env: ExecEnv) -> ExecEnv:
+        """``env``, or for a ``SimEnv(num_clients=N)`` with per-site configs a copy naming sites site-1..site-N."""
+        from nvflare.recipe.sim_env import SimEnv
+
+        if not self.per_site_config or not isinstance(env, SimEnv) or env.clients is not None:
+            return env
+        names = site_names(env.num_clients)
+        unknown = sorted(set(self.per_site_config) - set(names))
+        if unknown:
+            raise ValueError(
+                f"per_site_config names {unknown}, not among the {env.num_clients} simulated sites {names}: use "
+                "SimEnv(clients=[...]) with those names, or more clients"
+            )
+        if self._client_apps_prepared:
+            raise ValueError(
+                "per_site_config with SimEnv(num_clients=N) needs the recipe's client apps unprepared (no client "
+                f"filters or components added): use SimEnv(clients={names})"
+            )
+        self.per_site_config = {site: self.per_site_config.get(site, {}) for site in names}
+        named = copy.copy(env)
+        named.clients = names
+        return named
 
     def process_env(self, env: ExecEnv):
         """In a simulator workspace, allow-lists this package's components (installed-package mode)."""

@@ -261,4 +261,6 @@ class FedBipController(TargetedTasksController):
             "seed": self.seed,
             "model": self.model,
         }
-        self.write_results(self.method_name(), self.num_rounds, options, self.client_info, validated, clients)
+        self.write_results(
+            self.method_name(), self.num_rounds, options, self.client_info, validated, clients, self.min_clients
+        )

@@ -23,6 +23,7 @@ class FinalValidation(TargetedTasksController):
         validate_task_name: Name of the validate task.
         fedbip_aggregator: The ``aggregator_name`` of a FedBipModelAggregator in this job: send each client its
             personalized model instead of the global one (None: the persisted global model).
+        min_clients: Least number of clients that must produce a final result (written to the results).
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class FinalValidation(TargetedTasksController):
         validate_timeout: int = 0,
         validate_task_name: str = K.VALIDATE_TASK,
         fedbip_aggregator: Optional[str] = None,
+        min_clients: int = 1,
     ):
         super().__init__(persistor_id=persistor_id, ignore_result_error=True)
         self.method = method
@@ -41,6 +43,7 @@ class FinalValidation(TargetedTasksController):
         self.validate_timeout = validate_timeout
         self.validate_task_name = validate_task_name
         self.fedbip_aggregator = fedbip_aggregator
+        self.min_clients = min_clients
 
     def run(self):
         clients = self.sample_clients()
@@ -60,4 +63,4 @@ class FinalValidation(TargetedTasksController):
             payloads = {c: dict(model.params) for c in clients}
             options = {"workflow": "nvflare FedAvg"}
         validated = self.send_to_each(self.validate_task_name, self.num_rounds, payloads, self.validate_timeout, None)
-        self.write_results(self.method, self.num_rounds, options, {}, validated, clients)
+        self.write_results(self.method, self.num_rounds, options, {}, validated, clients, self.min_clients)

@@ -7,6 +7,9 @@ from abc import ABC
 from typing import Any, Dict, Mapping, Optional
 
 import torch
+from nvflare.apis.fl_constant import ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import Shareable
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.workflows.model_controller import ModelController
 
@@ -21,7 +24,27 @@ _SITE_FALLBACK_KEYS = ("accuracy_before", "history")
 
 
 class TargetedTasksController(ModelController, ABC):
-    """A ModelController that sends every client its own payload and writes ``fedbip/results.json``."""
+    """A ModelController that sends every client its own payload and writes ``fedbip/results.json``.
+
+    A site's failed reply (any return code but OK) is remembered with its reason (the site's
+    ``FedBipKeys.SITE_ERROR`` header, else the return code); a client without a final result gets its last
+    reason as ``"error"`` in the results.
+    """
+
+    def _site_errors(self) -> Dict[str, str]:
+        if not hasattr(self, "_recorded_errors"):
+            self._recorded_errors: Dict[str, str] = {}
+        return self._recorded_errors
+
+    def _accept_train_result(
+        self, client_name: str, result: Shareable, fl_ctx: FLContext, is_unknown_task: bool = False
+    ) -> bool:
+        """NVFlare's check of a reply's return code; a failed reply's reason is remembered for the results."""
+        rc = result.get_return_code()
+        if rc and rc != ReturnCode.OK:
+            reason = result.get_header(K.SITE_ERROR) or f"{rc} (see the site's log)"
+            self._site_errors()[client_name] = str(reason)
+        return super()._accept_train_result(client_name, result, fl_ctx, is_unknown_task)
 
     def out_dir(self) -> str:
         """``<run dir>/fedbip``: where the server writes results, round logs and state."""
@@ -73,18 +96,28 @@ class TargetedTasksController(ModelController, ABC):
         client_info: Mapping[str, dict],
         validated: Mapping[str, FLModel],
         clients,
+        min_clients: int = 1,
     ) -> str:
-        """Writes ``fedbip/results.json``: ``{"method", "num_rounds", "options", "clients": {site: {...}}}``.
+        """Writes ``fedbip/results.json``: ``{"method", "num_rounds", "min_clients", "options", "clients": {...}}``.
 
         A client's entry merges what the server recorded (``client_info``) with its validate reply
         (final ``accuracy``, task, split sizes, adapter folder; ``accuracy_before`` and ``history`` from
-        the site's own record when the server has none).
+        the site's own record when the server has none); a client without a validate reply has ``"error"``, the
+        reason of its last failed reply (or that it sent none).
         """
-        summary = {"method": method, "num_rounds": num_rounds, "options": options, "clients": {}}
+        summary = {
+            "method": method,
+            "num_rounds": num_rounds,
+            K.MIN_CLIENTS: min_clients,
+            "options": options,
+            "clients": {},
+        }
         for client in clients:
             info = dict(client_info.get(client, {}))
             result = validated.get(client)
-            if result is not None:
+            if result is None:
+                info[K.ERROR] = self._site_errors().get(client, "no final result (timed out, aborted or disconnected)")
+            else:
                 metrics, meta = result.metrics or {}, result.meta or {}
                 info["accuracy"] = float(metrics.get(K.ACCURACY, float("nan")))
                 info.update(  # the modality's further metrics of the final model, e.g. a causal LM's rouge_l
@@ -97,5 +130,6 @@ class TargetedTasksController(ModelController, ABC):
         path = os.path.join(self.out_dir(), K.RESULTS_FILE)
         with open(path, "w") as f:
             json.dump(summary, f, indent=2)
-        self.info(f"{method} finished; per-client results in {path}")
+        failed = sorted(c for c in clients if c not in validated)
+        self.info(f"{method} finished; per-client results in {path}" + (f"; no result from {failed}" if failed else ""))
         return path

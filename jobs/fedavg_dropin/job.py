@@ -8,7 +8,6 @@ python jobs/fedavg_dropin/job.py --export --export-dir D    # the folder `nvflar
 """
 
 import argparse
-import os
 import sys
 
 from nvflare.client.config import TransferType
@@ -18,8 +17,9 @@ from nvflare.recipe.sim_env import SimEnv
 
 from fedbip_nvflare import add_fedbip_personalization
 from fedbip_nvflare.client.audit import ReceivedModelLog
+from fedbip_nvflare.data import check_data_config
 from fedbip_nvflare.recipes.fedbip import CLIENT_SCRIPT, client_script_args
-from fedbip_nvflare.results import format_table, load_results, write_results
+from fedbip_nvflare.results import format_table, run_job, write_results
 from fedbip_nvflare.server.persistor import AdapterPersistor
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -50,7 +50,15 @@ def build_recipe(args) -> FedAvgRecipe:
     """NVFlare's own FedAvgRecipe on FedBip's Client API script, with FedBip dropped in."""
     client = {
         "model": args.model,
-        "data": {"suite": args.suite, "n_train": args.max_examples, "n_test": args.test_examples, "seed": args.seed},
+        "data": check_data_config(
+            {
+                "suite": args.suite,
+                "n_train": args.max_examples,
+                "n_test": args.test_examples,
+                "seed": args.seed,
+                "num_clients": args.num_clients,
+            }
+        ),
         "max_length": args.max_length,
         "num_threads": args.torch_threads,
         "seed": args.seed,
@@ -73,19 +81,24 @@ def build_recipe(args) -> FedAvgRecipe:
 
 def main():
     args = parse_args()
-    recipe = build_recipe(args)
     if args.export:
-        recipe.export(args.export_dir)
+        try:
+            build_recipe(args).export(args.export_dir)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"exported to {args.export_dir}")
         return 0
-    recipe.execute(SimEnv(num_clients=args.num_clients, workspace_root=args.workspace))
-    run_dir = os.path.join(args.workspace, "fedavg_dropin")
-    results = load_results(run_dir, method="fedbip-dropin")
+    env = SimEnv(num_clients=args.num_clients, workspace_root=args.workspace)
+    job = run_job(lambda: build_recipe(args), env, args.workspace, args.num_clients, "fedbip-dropin")
+    if job.results is None:  # the flags cannot work, or the server aborted
+        return job.finish()
+    results, run_dir = job.results, job.run_dir
     path = write_results(results, run_dir)
     print(f"\nFedAvgRecipe + FedBip drop-in on {args.suite}: {args.num_clients} clients, {args.num_rounds} rounds\n")
     print(format_table(results))
     print(f"\nresults: {path}\nper-client adapters on the server: {run_dir}/server/simulate_job/fedbip/state")
-    return 0
+    return job.finish()
 
 
 if __name__ == "__main__":

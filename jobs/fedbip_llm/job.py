@@ -31,7 +31,7 @@ from fedbip_nvflare.client.causal_lm import GENERATION_FILE
 from fedbip_nvflare.core import NEGATIVE_POLICIES
 from fedbip_nvflare.models.causal_lm import DEFAULT_CAUSAL_LM, DEFAULT_CAUSAL_LM_TARGETS
 from fedbip_nvflare.recipes import FedBipRecipe
-from fedbip_nvflare.results import format_table, load_results, write_results
+from fedbip_nvflare.results import format_table, run_job, write_results
 
 
 def parse_args(argv=None):
@@ -129,16 +129,15 @@ def format_rouge(results) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    recipe = build_recipe(args)
     from nvflare.recipe.sim_env import SimEnv
-    from nvflare.recipe.spec import _peek_recipe_args
 
     env = SimEnv(num_clients=args.num_clients, num_threads=args.threads, workspace_root=args.workspace)
-    recipe.execute(env)
-    if _peek_recipe_args()[0]:  # --export [--export-dir DIR]: NVFlare exported the job instead of running it
-        return 0
-    run_dir = os.path.join(args.workspace, recipe.name)
-    results = load_results(run_dir, method="fedbip-l" if args.layerwise else "fedbip")
+    method = "fedbip-l" if args.layerwise else "fedbip"
+    # with --export [--export-dir DIR], execute exports the job and exits
+    job = run_job(lambda: build_recipe(args), env, args.workspace, args.num_clients, method)
+    if job.results is None:  # the flags cannot work, or the server aborted
+        return job.finish()
+    results, run_dir = job.results, job.run_dir
     path = write_results(results, args.output or run_dir)
     print(f"\nFedBip{'-L' if args.layerwise else ''} on {args.suite} ({args.model}): ", end="")
     print(f"{args.num_clients} clients, {args.num_rounds} rounds; accuracy = exact match of greedy answers\n")
@@ -150,7 +149,7 @@ def main(argv=None):
         "load an adapter: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base[, gguf_file=...]), "
         "adapter_dir); adapter_dir/generation.json holds the base model, GGUF file and prompt template"
     )
-    return 0
+    return job.finish()
 
 
 if __name__ == "__main__":

@@ -5,14 +5,13 @@ python jobs/fedbip_text/job.py --export --export-dir D  # export the folder `nvf
 """
 
 import argparse
-import os
 import sys
 
 from nvflare.recipe.sim_env import SimEnv
 
 from fedbip_nvflare.core import NEGATIVE_POLICIES
 from fedbip_nvflare.recipes import FedBipRecipe
-from fedbip_nvflare.results import format_table, load_results, write_results
+from fedbip_nvflare.results import format_table, run_job, write_results
 
 
 def parse_args():
@@ -43,15 +42,20 @@ def parse_args():
     return p.parse_args()
 
 
-def main():
-    args = parse_args()
-    name = "fedbip_text_l" if args.layerwise else "fedbip_text"
-    recipe = FedBipRecipe(
-        name=name,
+def build_recipe(args) -> FedBipRecipe:
+    """FedBipRecipe on the text suite's sites (suites that split one pool over all sites get the client count)."""
+    return FedBipRecipe(
+        name="fedbip_text_l" if args.layerwise else "fedbip_text",
         model=args.model,
         num_rounds=args.num_rounds,
         min_clients=args.num_clients,
-        data={"suite": args.suite, "n_train": args.max_examples, "n_test": args.test_examples, "seed": args.seed},
+        data={
+            "suite": args.suite,
+            "n_train": args.max_examples,
+            "n_test": args.test_examples,
+            "seed": args.seed,
+            "num_clients": args.num_clients,
+        },
         layerwise=args.layerwise,
         negative=args.negative,
         similarity_on=args.similarity_on,
@@ -61,10 +65,16 @@ def main():
         seed=args.seed,
         client_mode=args.client_mode,
     )
+
+
+def main():
+    args = parse_args()
     env = SimEnv(num_clients=args.num_clients, num_threads=args.threads, workspace_root=args.workspace)
-    recipe.execute(env)
-    run_dir = os.path.join(args.workspace, name)
-    results = load_results(run_dir, method="fedbip-l" if args.layerwise else "fedbip")
+    method = "fedbip-l" if args.layerwise else "fedbip"
+    job = run_job(lambda: build_recipe(args), env, args.workspace, args.num_clients, method)
+    if job.results is None:  # the flags cannot work, or the server aborted
+        return job.finish()
+    results, run_dir = job.results, job.run_dir
     path = write_results(results, args.output or run_dir)
     print(
         f"\nFedBip{'-L' if args.layerwise else ''} on {args.suite}: {args.num_clients} clients, "
@@ -76,7 +86,7 @@ def main():
         "load an adapter: PeftModel.from_pretrained(AutoModel.from_pretrained(base), adapter_dir); "
         "the private head is adapter_dir/head.safetensors"
     )
-    return 0
+    return job.finish()
 
 
 if __name__ == "__main__":

@@ -5,14 +5,13 @@ python jobs/fedbip_vision/job.py --export --export-dir D  # export the folder `n
 """
 
 import argparse
-import os
 import sys
 
 from nvflare.recipe.sim_env import SimEnv  # NVFlare consumes --export / --export-dir when this is imported
 
 from fedbip_nvflare.core import NEGATIVE_POLICIES
 from fedbip_nvflare.recipes import FedBipRecipe
-from fedbip_nvflare.results import format_table, load_results, write_results
+from fedbip_nvflare.results import format_table, run_job, write_results
 
 MODEL = "torchvision/mobilenet_v2"
 
@@ -73,11 +72,13 @@ def build_recipe(args) -> FedBipRecipe:
 
 def main():
     args = parse_args()
-    recipe = build_recipe(args)
     env = SimEnv(num_clients=args.num_clients, num_threads=args.threads, workspace_root=args.workspace)
-    recipe.execute(env)  # with --export [--export-dir D]: writes the job folder and exits
-    run_dir = os.path.join(args.workspace, recipe.name)
-    results = load_results(run_dir, method="fedbip-l" if args.layerwise else "fedbip")
+    method = "fedbip-l" if args.layerwise else "fedbip"
+    # with --export [--export-dir D], execute writes the job folder and exits
+    job = run_job(lambda: build_recipe(args), env, args.workspace, args.num_clients, method)
+    if job.results is None:  # the flags cannot work, or the server aborted
+        return job.finish()
+    results, run_dir = job.results, job.run_dir
     path = write_results(results, args.output or run_dir)
     print(
         f"\nFedBip{'-L' if args.layerwise else ''} on {args.suite} ({args.model}, {args.image_size}px): "
@@ -90,7 +91,7 @@ def main():
         "fedbip_nvflare.models.vision.load_vision_backbone; the private head is adapter_dir/head.safetensors and "
         "adapter_dir/labels.json holds the labels and the input size, mean and std"
     )
-    return 0
+    return job.finish()
 
 
 if __name__ == "__main__":

@@ -159,3 +159,26 @@ def test_precision_and_streaming_reach_the_exported_components(tmp_path):
     assert '"precision": "bf16"' in json.dumps(configs["app/config/config_fed_client.json"])
     _, configs = _export(FedBipRecipe(name="fb_api", client_mode="client_api", precision="bf16"), tmp_path / "api")
     assert "--precision bf16" in json.dumps(configs["app/config/config_fed_client.json"])
+
+
+def test_simenv_with_a_client_count_and_per_site_configs_names_the_sites():
+    from nvflare.recipe.sim_env import SimEnv
+
+    recipe = FedBipRecipe(per_site_config={"site-2": {"batch_size": 4}})
+    env = SimEnv(num_clients=3, workspace_root="/tmp/unused")
+    named = recipe._named_sim_env(env)
+    assert named.clients == ["site-1", "site-2", "site-3"] and env.clients is None
+    assert recipe.per_site_config == {"site-1": {}, "site-2": {"batch_size": 4}, "site-3": {}}
+
+
+def test_a_per_site_config_beyond_the_simulated_sites_is_refused():
+    from nvflare.recipe.sim_env import SimEnv
+
+    recipe = FedBipRecipe(per_site_config={"site-1": {}, "hospital-a": {}})
+    with pytest.raises(ValueError, match=r"per_site_config names \['hospital-a'\], not among the 2 simulated sites"):
+        recipe.execute(SimEnv(num_clients=2, workspace_root="/tmp/unused"))
+
+
+def test_a_suite_of_another_modality_fails_at_construction():
+    with pytest.raises(ValueError, match="'vision-domains' is not a text suite"):
+        FedBipRecipe(data={"suite": "vision-domains"})
