@@ -17,6 +17,7 @@ from nvflare.client.tracking import SummaryWriter
 from fedbip_nvflare.client import SiteSession
 from fedbip_nvflare.client.settings import add_arguments, from_arguments
 from fedbip_nvflare.constants import FedBipKeys as K
+from fedbip_nvflare.exchange import in_format_of
 from fedbip_nvflare.modalities import DEFAULT_MODALITY, MODALITIES, default_targets
 from fedbip_nvflare.models import LoraSettings
 
@@ -82,6 +83,7 @@ def main() -> None:
         if task == K.TRAIN_TASK:
             rnd = int(received.current_round or 0)
             params, metrics, meta = session.train(received.params, rnd)
+            params = in_format_of(params, received.params)  # torch back to a job that exchanges PyTorch
             for tag, value in metrics.items():
                 writer.add_scalar(tag, float(value), global_step=rnd)
             meta[FLMetaKey.NUM_STEPS_CURRENT_ROUND] = int(metrics[K.N_EXAMPLES])

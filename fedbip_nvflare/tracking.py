@@ -1,12 +1,16 @@
 """Metrics into NVFlare's experiment tracking (TensorBoard, MLflow, W&B receivers via analytics events)."""
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from nvflare.apis.analytix import AnalyticsDataType
 from nvflare.apis.fl_component import FLComponent
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic_dxo
+
+from fedbip_nvflare.results import matrices_of
+
+MATRICES = ("similarity", "weights")
 
 TRACKING_TYPES = ("tensorboard", "mlflow", "wandb")
 
@@ -46,3 +50,23 @@ def track_matrix(
         row = {other: float(matrix[i][k]) for k, other in enumerate(clients)}
         dxo = create_analytic_dxo(f"{name}/{client}", row, AnalyticsDataType.SCALARS, global_step=int(step))
         send_analytic_dxo(component, dxo, fl_ctx)
+
+
+def track_round_matrices(component: FLComponent, engine: Optional[Any], record: Mapping[str, Any], step: int) -> None:
+    """Sends a round record's similarity and weight matrices (see :func:`track_matrix`) under a new context.
+
+    Layer-wise matrices go as their mean over groups (:func:`fedbip_nvflare.results.matrices_of`); a record
+    without matrices (no aggregation that round) sends nothing.
+
+    Args:
+        component: The firing server component (FedBipController or FedBipModelAggregator).
+        engine: The server engine, or None when not running inside NVFlare (then nothing is sent).
+        record: One ``rounds.jsonl`` record (``clients`` and the rule's ``similarity`` / ``weights``).
+        step: The round.
+    """
+    if engine is None:
+        return
+    with engine.new_context() as ctx:
+        for name in MATRICES:
+            for _, names, matrix in matrices_of(dict(record), name):
+                track_matrix(component, ctx, name, names, matrix, step)

@@ -5,6 +5,7 @@ import os
 import threading
 from typing import Dict, List, Mapping, Optional, Tuple
 
+import torch
 from nvflare.apis.dxo import DataKind, from_shareable
 from nvflare.apis.filter import Filter
 from nvflare.apis.fl_constant import FLContextKey, ReservedKey
@@ -22,9 +23,10 @@ RECEIVED_FILE = "received.jsonl"
 class ReceivedModelLog(Filter):
     """Client TASK_DATA filter that appends a fingerprint of every received model to the site's run folder.
 
-    Each line of ``<site run dir>/fedbip/received.jsonl`` is ``{"site", "task", "round", "digest", "tensors"}``,
-    the digest being :func:`fedbip_nvflare.core.params_digest` of the received weights; the task passes
-    unchanged. A site admin adds it to audit what the server sent (nothing but fingerprints is stored).
+    Each line of ``<site run dir>/fedbip/received.jsonl`` is ``{"site", "task", "round", "digest", "tensors",
+    "format"}``: the digest is :func:`fedbip_nvflare.core.params_digest` of the received weights, the format
+    ``torch`` or ``numpy`` (the container they arrived in); the task passes unchanged.
+    A site admin adds it to audit what the server sent (nothing but fingerprints is stored).
 
     Args:
         file_name: Name of the log file in ``<run dir>/fedbip``.
@@ -49,6 +51,7 @@ class ReceivedModelLog(Filter):
             "round": None if rnd is None else int(rnd),
             "digest": params_digest(dxo.data),
             "tensors": len(dxo.data),
+            "format": "torch" if any(isinstance(v, torch.Tensor) for v in dxo.data.values()) else "numpy",
         }
         run_dir = fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
         folder = os.path.join(run_dir, K.STATE_DIR)

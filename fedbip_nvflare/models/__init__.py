@@ -5,7 +5,7 @@
 encoded data into a model's input; ``resolve`` finds a model's files.
 """
 
-from fedbip_nvflare.models.adapter import adapter_shapes, initial_adapter
+from fedbip_nvflare.models.adapter import AdapterModule, adapter_shapes, initial_adapter
 from fedbip_nvflare.models.backbones import BACKBONES, DEFAULT_MODALITY, Backbone, default_targets, get_backbone
 from fedbip_nvflare.models.causal_lm import CausalLM, build_causal_lm, causal_lm_backbone, locate_causal_lm
 from fedbip_nvflare.models.lora import (
@@ -22,6 +22,7 @@ from fedbip_nvflare.models.text import TextClassifier, build_text_classifier
 from fedbip_nvflare.models.vision import ImageClassifier, build_image_classifier, load_vision_backbone, vision_backbone
 
 __all__ = [
+    "AdapterModule",
     "BACKBONES",
     "Backbone",
     "CausalLM",

@@ -5,8 +5,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from fedbip_nvflare.models.backbones import DEFAULT_MODALITY, get_backbone
+from fedbip_nvflare.models.backbones import DEFAULT_MODALITY, default_targets, get_backbone
 from fedbip_nvflare.models.lora import HEAD_PREFIX, LoraSettings, initial_head, is_head, is_lora_a, with_lora
+from fedbip_nvflare.models.resolve import resolve_model_path
 
 
 def _init_lora_tensor(name: str, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
@@ -86,3 +87,53 @@ def initial_adapter(
         labels, hidden = shapes[HEAD_PREFIX + "weight"]
         theta0.update(initial_head(labels, hidden, seed))
     return theta0
+
+
+class AdapterModule(torch.nn.Module):
+    """θ̄⁰ as a torch module: its ``state_dict()`` is :func:`initial_adapter`'s tensors, under peft's names.
+
+    For NVFlare's PyTorch persistor (``PTFileModelPersistor``, which a PyTorch ``FedAvgRecipe`` builds from
+    ``model={"path": "fedbip_nvflare.models.AdapterModule", "args": {...}}``): the workflow then starts from
+    the same seeded θ̄⁰ as FedBip and the sites' adapters, and exchanges torch tensors. Each dotted name is a
+    chain of submodules ending in a buffer, so the module has no forward pass; it only carries the tensors.
+
+    Args:
+        model: HF model id or local folder (only its configuration is read).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA alpha.
+        lora_dropout: LoRA dropout.
+        target_modules: Modules LoRA adapts (None: the modality's default).
+        seed: Seed of θ̄⁰.
+        num_labels: Labels of a federated head (None: heads stay private).
+        modality: What the sites train (a key of :data:`fedbip_nvflare.models.backbones.BACKBONES`).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        target_modules: Optional[Sequence[str]] = None,
+        seed: int = 0,
+        num_labels: Optional[int] = None,
+        modality: str = DEFAULT_MODALITY,
+    ):
+        super().__init__()
+        self.model = model
+        self.lora_r = lora_r
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.target_modules = list(target_modules if target_modules is not None else default_targets(modality))
+        self.seed = seed
+        self.num_labels = num_labels
+        self.modality = modality
+        lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
+        for name, tensor in initial_adapter(resolve_model_path(model), lora, seed, num_labels, modality).items():
+            *path, leaf = name.split(".")
+            holder: torch.nn.Module = self
+            for part in path:
+                if part not in holder._modules:
+                    holder.add_module(part, torch.nn.Module())
+                holder = holder._modules[part]
+            holder.register_buffer(leaf, tensor)

@@ -16,6 +16,7 @@ from fedbip_nvflare.server.rule import AggregationRule
 from fedbip_nvflare.server.rules import RULES, make_rule
 
 AGGREGATOR_OPTIONS = ("min_clients", "resume_from", "log_updates", "aggregator_name")
+HEAD_OPTIONS = ("federate_head", "num_labels", "label_spaces")
 
 
 def _server_config(job: FedJob):
@@ -58,7 +59,9 @@ def add_fedbip_personalization(
 
     Raises:
         TypeError: Not a FedJob or a recipe.
-        ValueError: Unknown FedBip options; no FedAvg/ScatterAndGather workflow; the workflow already has
+        ValueError: Unknown FedBip options; heads per label space asked for (``federate_head``, ``num_labels``,
+            ``label_spaces``: the drop-in does not support them, FedBipRecipe does); no FedAvg/ScatterAndGather
+            workflow; the workflow already has
             a custom aggregator (FedBip would replace it); or the recipe was given an aggregator that
             NVFlare ignored (it falls back to plain averaging for non-ModelAggregator aggregators).
     """
@@ -133,6 +136,13 @@ def add_fedbip_personalization(
 
 def _aggregator_arguments(options: dict) -> dict:
     """``FedBipModelAggregator``'s arguments: its own options, and the rule built from the rest."""
+    heads = sorted(k for k in HEAD_OPTIONS if k in options)
+    if heads:
+        raise ValueError(
+            f"{heads}: heads per label space are not supported by FedBip's drop-in (the workflow broadcasts one "
+            "model, so a head in it is one head for every client). Use FedBipRecipe(federate_head=True, "
+            "num_labels=...) for federated heads combined per label space, or keep heads private on the sites."
+        )
     rule = options.pop("rule", "fedbip")
     own = {k: options.pop(k) for k in AGGREGATOR_OPTIONS if k in options}
     if isinstance(rule, AggregationRule):

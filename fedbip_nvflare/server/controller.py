@@ -12,13 +12,12 @@ from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.core import check_update
 from fedbip_nvflare.models import HEAD_PREFIX, initial_adapter, initial_head, is_head, resolve_model_path
 from fedbip_nvflare.models.backbones import DEFAULT_MODALITY
-from fedbip_nvflare.results import matrices_of
 from fedbip_nvflare.server.rule import AggregationRule
 from fedbip_nvflare.server.rules import as_rule
 from fedbip_nvflare.server.settings import ServerSettings
 from fedbip_nvflare.server.state import ClientStateStore, save_round_updates
 from fedbip_nvflare.server.targeted import TargetedTasksController
-from fedbip_nvflare.tracking import track_matrix
+from fedbip_nvflare.tracking import track_round_matrices
 
 Params = Dict[str, torch.Tensor]
 
@@ -242,13 +241,7 @@ class FedBipController(TargetedTasksController):
         if record.get("rejected") or record.get("missing"):
             summary += f", rejected {sorted(record['rejected'])}, missing {record['missing']}"
         self.info(summary)
-        engine = self.fl_ctx.get_engine() if self.fl_ctx is not None else None
-        if engine is None:  # not running inside an NVFlare engine: nothing to track to
-            return
-        with engine.new_context() as ctx:
-            for name in ("similarity", "weights"):
-                for _, names, matrix in matrices_of(record, name):
-                    track_matrix(self, ctx, name, names, matrix, rnd)
+        track_round_matrices(self, self.fl_ctx.get_engine() if self.fl_ctx is not None else None, record, rnd)
 
     def _final_validation(self):
         clients = self.sample_clients()

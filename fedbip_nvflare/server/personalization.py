@@ -27,9 +27,11 @@ from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.core import check_update
+from fedbip_nvflare.models import is_head
 from fedbip_nvflare.server.rule import AggregationRule
 from fedbip_nvflare.server.rules import as_rule
 from fedbip_nvflare.server.state import ClientStateStore, save_round_updates
+from fedbip_nvflare.tracking import track_round_matrices
 
 Params = Dict[str, torch.Tensor]
 
@@ -83,7 +85,14 @@ class FedBipModelAggregator(ModelAggregator):
     Per round it checks each result against what the client was sent (names, shapes, finite values; a
     rejected client keeps its θ̄_i), computes every accepted client's next θ̄_i with its rule (the same rule
     objects ``FedBipController`` takes), persists θ̄⁰ and every θ̄_i to ``<run dir>/fedbip/state`` and appends
-    the similarity and weight matrices to ``<run dir>/fedbip/rounds.jsonl``.
+    the similarity and weight matrices to ``<run dir>/fedbip/rounds.jsonl`` and, as ``FedBipController`` does, to
+    NVFlare's experiment tracking (``similarity/<site>`` and ``weights/<site>`` per round; a job with a receiver,
+    e.g. ``nvflare.recipe.utils.add_experiment_tracking(recipe, "tensorboard")``, records them).
+
+    Heads per label space are not supported: the workflow's model has one shape for everyone, so a head in it is
+    one head shared by all clients, which is sound only when every client has the same label space. A round whose
+    clients report different label spaces (``label_space`` in their result's meta) while the model holds a head
+    fails with an error naming them; for heads combined per label space use ``FedBipRecipe(federate_head=True)``.
 
     What it returns to the workflow: the uniform mean of the personalized models of the clients seen so far
     (FULL weights, with the example-weighted mean of the clients' metrics). The workflow saves it as its
@@ -138,6 +147,7 @@ class FedBipModelAggregator(ModelAggregator):
         self._next_round = 0
         self._sent: Dict[str, Tuple[Optional[int], Params]] = {}
         self._template: Dict[str, Any] = {}
+        self._engine: Optional[Any] = None
         self._reset_round()
         with _REGISTRY_LOCK:
             _AGGREGATORS[aggregator_name] = weakref.ref(self)
@@ -147,12 +157,15 @@ class FedBipModelAggregator(ModelAggregator):
         self._rejected: Dict[str, str] = {}
         self._metrics: Dict[str, dict] = {}
         self._steps: Dict[str, float] = {}
+        self._spaces: Dict[str, str] = {}
         self._round: Optional[int] = None
 
     # -- the filter's side ---------------------------------------------------------------------
     def bind(self, fl_ctx: FLContext) -> None:
-        """Finds the run folder (and loads ``resume_from``) the first time a context is available."""
+        """Finds the engine and run folder (and loads ``resume_from``) the first time a context is available."""
         with self._lock:
+            if self._engine is None:
+                self._engine = fl_ctx.get_engine()
             if self._out_dir is not None:
                 return
             run_dir = fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
@@ -231,6 +244,8 @@ class FedBipModelAggregator(ModelAggregator):
             self._returned[client] = values
             self._metrics[client] = {k: float(v) for k, v in (model.metrics or {}).items() if _is_number(v)}
             self._steps[client] = float((model.meta or {}).get("NUM_STEPS_CURRENT_ROUND", 1.0) or 1.0)
+            if (model.meta or {}).get(K.LABEL_SPACE) is not None:
+                self._spaces[client] = str(model.meta[K.LABEL_SPACE])
             return True
 
     def aggregate_model(self) -> FLModel:
@@ -249,6 +264,7 @@ class FedBipModelAggregator(ModelAggregator):
             rnd = self._round if self._round is not None else self._next_round
             record: dict = {"round": rnd, "rejected": dict(self._rejected)}
             if len(self._returned) >= self.min_clients and self._returned:
+                self._check_one_label_space()
                 sent = {c: self._sent[c][1] for c in self._returned}
                 thetas, rule_record = self.rule.apply(sent, self._returned, lambda _: self.theta0)
                 if self.log_updates and self._out_dir is not None:
@@ -263,11 +279,24 @@ class FedBipModelAggregator(ModelAggregator):
                 record.update({"clients": sorted(self._returned), "aggregated": False})
             record["metrics"] = self._metrics
             self._persist(rnd, record)
+            track_round_matrices(self, self._engine, record, rnd)
             result = self._consensus(rnd)
             self._sent = {}
             self._next_round = rnd + 1
             self._reset_round()
             return result
+
+    def _check_one_label_space(self) -> None:
+        """Raises RuntimeError if the model holds a head and the round's clients report different label spaces."""
+        heads = sorted(n for n in self.theta0 if is_head(n))
+        spaces = {c: self._spaces[c] for c in self._returned if c in self._spaces}
+        if heads and len(set(spaces.values())) > 1:
+            raise RuntimeError(
+                f"FedBip drop-in: the model holds a head ({heads[0]}, ...) but this round's clients have different "
+                f"label spaces {spaces}; the drop-in shares one head, so it would mix heads of different label "
+                "spaces. Heads per label space are not supported in the drop-in: keep heads private (no head in the "
+                "workflow's model) or use FedBipRecipe(federate_head=True), which combines heads per label space."
+            )
 
     def options(self) -> Dict[str, Any]:
         """The aggregation rule's name and options, as recorded in results."""

@@ -3,14 +3,20 @@
 The clients run FedBip's Client API script (custom/fedbip_client.py) and return DIFFs, as many FedAvg jobs do;
 the server keeps one personalized adapter per client and sends each client only its own.
 
+With ``--exchange pytorch`` the job is NVFlare's PyTorch FedAvgRecipe instead: its PTFileModelPersistor serves θ̄⁰
+from ``fedbip_nvflare.models.AdapterModule`` and saves the consensus as a .pt file, and torch tensors travel both
+ways. ``--tracking tensorboard`` adds NVFlare's TensorBoard receiver: the sites' metrics and the server's
+``similarity/<site>`` and ``weights/<site>`` rows land in ``<server run dir>/tb_events``.
+
 python jobs/fedavg_dropin/job.py                            # SimEnv run, per-client table
+python jobs/fedavg_dropin/job.py --exchange pytorch --tracking tensorboard
 python jobs/fedavg_dropin/job.py --export --export-dir D    # the folder `nvflare simulator` takes
 """
 
 import argparse
 import sys
 
-from nvflare.client.config import TransferType
+from nvflare.client.config import ExchangeFormat, TransferType
 from nvflare.fuel.utils.constants import FrameworkType
 from nvflare.recipe.fedavg import FedAvgRecipe
 from nvflare.recipe.sim_env import SimEnv
@@ -21,6 +27,7 @@ from fedbip_nvflare.data import check_data_config
 from fedbip_nvflare.recipes.fedbip import CLIENT_SCRIPT, client_script_args
 from fedbip_nvflare.results import format_table, run_job, write_results
 from fedbip_nvflare.server.persistor import AdapterPersistor
+from fedbip_nvflare.tracking import TRACKING_TYPES
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -37,6 +44,14 @@ def parse_args():
     p.add_argument("--suite", default="text-tasks")
     p.add_argument("--layerwise", action="store_true", help="FedBip-L")
     p.add_argument("--transfer", default="DIFF", choices=["DIFF", "FULL"], help="what the clients send back")
+    p.add_argument(
+        "--exchange",
+        default="numpy",
+        choices=["numpy", "pytorch"],
+        help="numpy: FedAvgRecipe with FedBip's AdapterPersistor; pytorch: the PyTorch FedAvgRecipe with NVFlare's "
+        "PTFileModelPersistor, torch tensors both ways",
+    )
+    p.add_argument("--tracking", default=None, choices=TRACKING_TYPES, help="NVFlare experiment tracking receiver")
     p.add_argument("--audit", action="store_true", help="sites log a fingerprint of every model they receive")
     p.add_argument("--log-updates", action="store_true", help="the server saves what each client sent and got")
     p.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads per client")
@@ -47,7 +62,7 @@ def parse_args():
 
 
 def build_recipe(args) -> FedAvgRecipe:
-    """NVFlare's own FedAvgRecipe on FedBip's Client API script, with FedBip dropped in."""
+    """NVFlare's own FedAvgRecipe (or its PyTorch variant) on FedBip's Client API script, with FedBip dropped in."""
     client = {
         "model": args.model,
         "data": check_data_config(
@@ -63,16 +78,28 @@ def build_recipe(args) -> FedAvgRecipe:
         "num_threads": args.torch_threads,
         "seed": args.seed,
     }
-    recipe = FedAvgRecipe(
-        name="fedavg_dropin",
-        min_clients=args.num_clients,
-        num_rounds=args.num_rounds,
-        train_script=CLIENT_SCRIPT,
-        train_args=client_script_args(client),
-        framework=FrameworkType.RAW,
-        params_transfer_type=TransferType(args.transfer),
-        model_persistor=AdapterPersistor(model=args.model, seed=args.seed),
-    )
+    common = {
+        "name": "fedavg_dropin",
+        "min_clients": args.num_clients,
+        "num_rounds": args.num_rounds,
+        "train_script": CLIENT_SCRIPT,
+        "train_args": client_script_args(client),
+        "params_transfer_type": TransferType(args.transfer),
+    }
+    if args.exchange == "pytorch":
+        from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe as PTFedAvgRecipe
+
+        # NVFlare builds PTFileModelPersistor(model=AdapterModule(...)) with numpy conversion off for PYTORCH
+        adapter = {"path": "fedbip_nvflare.models.AdapterModule", "args": {"model": args.model, "seed": args.seed}}
+        recipe = PTFedAvgRecipe(model=adapter, server_expected_format=ExchangeFormat.PYTORCH, **common)
+    else:
+        recipe = FedAvgRecipe(
+            framework=FrameworkType.RAW, model_persistor=AdapterPersistor(model=args.model, seed=args.seed), **common
+        )
+    if args.tracking is not None:
+        from nvflare.recipe.utils import add_experiment_tracking
+
+        add_experiment_tracking(recipe, args.tracking)
     add_fedbip_personalization(recipe, final_validation=True, layerwise=args.layerwise, log_updates=args.log_updates)
     if args.audit:
         recipe.add_client_input_filter(ReceivedModelLog(), tasks=["train", "validate"])

@@ -1,5 +1,6 @@
 """FedBip dropped into stock NVFlare workflows, run for real: FedAvgRecipe in SimEnv and a ScatterAndGather
-config job with `nvflare simulator`. Every site logs a fingerprint of each model it receives; each must be
+config job with `nvflare simulator`, and NVFlare's PyTorch FedAvgRecipe (PTFileModelPersistor, torch tensors both
+ways) with TensorBoard tracking. Every site logs a fingerprint of each model it receives; each must be
 the site's own personalized model. The drop-in path must give the same per-client models as FedBipController.
 """
 
@@ -10,7 +11,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from received_models import assert_each_site_received_only_its_own, final_models, received, sent_model
+from tensorboard_tags import scalar_tags
 
 from fedbip_nvflare.core import params_digest
 
@@ -115,3 +118,39 @@ def test_scatter_and_gather_config_job_runs_with_nvflare_simulator(tmp_path, tin
         assert entries[-1]["digest"] == params_digest(final[site])
         other = next(s for s in SITES if s != site)
         assert entries[-1]["digest"] != params_digest(final[other])
+
+
+def test_pytorch_fedavg_recipe_exchanges_torch_tensors_and_tracks_the_matrices(tmp_path, minilm_path):
+    rounds = 2
+    workspace = str(tmp_path / "pt")
+    _run(
+        [sys.executable, "jobs/fedavg_dropin/job.py", "--exchange", "pytorch", "--tracking", "tensorboard"]
+        + ["--num-clients", "2", "--num-rounds", str(rounds), "--max-examples", "16", "--test-examples", "16"]
+        + ["--max-length", "32", "--audit", "--log-updates", "--workspace", workspace]
+    )
+    server = os.path.join(workspace, "fedavg_dropin", "server", "simulate_job")
+    sites = {s: os.path.join(workspace, "fedavg_dropin", s, "simulate_job") for s in SITES}
+    assert_each_site_received_only_its_own(server, sites, rounds)
+    for site, run_dir in sites.items():  # the train tasks carried torch tensors (the PyTorch exchange)
+        assert [e["format"] for e in received(run_dir) if e["task"] == "train"] == ["torch"] * rounds, site
+    with open(os.path.join(server, "fedbip", "rounds.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    assert [r["round"] for r in records] == list(range(rounds))
+    assert all(r["clients"] == SITES and not r["rejected"] for r in records)
+    with open(os.path.join(server, "fedbip", "results.json")) as f:
+        results = json.load(f)
+    assert results["method"] == "fedbip-dropin" and sorted(results["clients"]) == SITES
+    assert all(0.0 <= info["accuracy"] <= 1.0 for info in results["clients"].values())
+    # NVFlare's PTFileModelPersistor saved the workflow's model: the consensus of the final personalized models
+    saved = torch.load(os.path.join(server, "app_server", "FL_global_model.pt"), weights_only=False)["model"]
+    final = final_models(server)
+    assert set(saved) == set(final["site-1"])
+    for name, value in saved.items():
+        assert isinstance(value, torch.Tensor)
+        mean = torch.stack([final[s][name] for s in SITES]).mean(0)
+        assert torch.allclose(value, mean, atol=1e-6), name
+    # the server's similarity and weight rows of each site, one line per client, in TensorBoard
+    tags = scalar_tags(os.path.join(server, "tb_events"))
+    for site in SITES:
+        for name in ("similarity", "weights"):
+            assert sum(t.endswith(f":{name}/{site}") for t in tags) == len(SITES), sorted(tags)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from received_models import assert_each_site_received_only_its_own
 from safetensors.torch import load_file
+from tensorboard_tags import scalar_tags
 
 from fedbip_nvflare.client.audit import ReceivedModelLog
 from fedbip_nvflare.constants import FedBipKeys as K
@@ -153,21 +154,9 @@ def test_a_failing_site_does_not_stop_the_others(tmp_path, minilm_path):
     assert "accuracy" not in clients["site-3"], "the failed site has no result, and the job still finished"
 
 
-def _scalar_tags(folder: str) -> set:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags = set()
-    for events in glob.glob(os.path.join(folder, "**", "events.out.tfevents.*"), recursive=True):
-        accumulator = EventAccumulator(os.path.dirname(events))
-        accumulator.Reload()
-        prefix = os.path.relpath(os.path.dirname(events), folder)
-        tags |= {f"{prefix}:{t}" for t in accumulator.Tags()["scalars"]}
-    return tags
-
-
 def test_tensorboard_has_every_sites_metrics_and_the_servers_matrices(finished_job):
     tb = os.path.join(finished_job, "server", "simulate_job", "tb_events")
-    tags = _scalar_tags(tb)
+    tags = scalar_tags(tb)
     for site in CLIENTS:
         assert f"{site}:{K.ACCURACY_RECEIVED}" in tags and f"{site}:train_loss" in tags, sorted(tags)[:20]
         # the server's similarity and weight rows of each site: one line per contributing client

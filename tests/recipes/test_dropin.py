@@ -93,3 +93,41 @@ def test_errors_name_what_is_wrong():
         add_fedbip_personalization(bare)
     with pytest.raises(TypeError, match="FedJob or a recipe"):
         add_fedbip_personalization({"workflows": []})
+
+
+@pytest.mark.parametrize("option", [{"federate_head": True}, {"num_labels": 4}, {"label_spaces": {"site-1": "a"}}])
+def test_heads_per_label_space_are_refused_at_construction_naming_fedbip_recipe(option):
+    recipe = _recipe()
+    with pytest.raises(ValueError, match=r"heads per label space are not supported.*FedBipRecipe\(federate_head=True"):
+        add_fedbip_personalization(recipe, **option)
+    controller = recipe._job._deploy_map["server"].app_config.workflows[0].controller
+    assert controller.aggregator is None, "the refused call left the job as it was"
+
+
+def test_adapter_module_carries_theta0_for_nvflares_pytorch_persistor(tmp_path, minilm_path):
+    import torch
+    from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe as PTFedAvgRecipe
+    from nvflare.client.config import ExchangeFormat
+
+    from fedbip_nvflare.models import AdapterModule, LoraSettings, default_targets, initial_adapter
+
+    module = AdapterModule(model=minilm_path, seed=3)
+    theta0 = initial_adapter(minilm_path, LoraSettings(8, 16, 0.05, tuple(default_targets("text"))), seed=3)
+    state = module.state_dict()
+    assert list(state) == list(theta0) and all(torch.equal(state[n], theta0[n]) for n in theta0)
+
+    adapter = {"path": "fedbip_nvflare.models.AdapterModule", "args": {"model": minilm_path}}
+    recipe = PTFedAvgRecipe(
+        name="pt",
+        min_clients=2,
+        train_script=CLIENT_SCRIPT,
+        model=adapter,
+        server_expected_format=ExchangeFormat.PYTORCH,
+    )
+    add_fedbip_personalization(recipe)
+    recipe.export(str(tmp_path))
+    server = _server_config(str(tmp_path / "pt"))
+    persistor = next(c for c in server["components"] if c["id"] == "persistor")
+    assert persistor["path"].endswith("PTFileModelPersistor") and persistor["args"]["model"]["path"] == adapter["path"]
+    assert persistor["args"]["allow_numpy_conversion"] is False
+    assert server["workflows"][0]["args"]["aggregator"]["path"] == AGGREGATOR

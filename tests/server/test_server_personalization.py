@@ -2,12 +2,13 @@
 
 import json
 import os
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
 import torch
 from fedbip_fakes import SITES, make_theta0, site_delta
+from nvflare.apis.analytix import ANALYTIC_EVENT_TYPE, AnalyticsData
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.fl_constant import FLContextKey, ReservedKey
 from nvflare.apis.fl_context import FLContext
@@ -15,7 +16,9 @@ from nvflare.apis.shareable import make_copy
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.app_constant import AppConstants
 
+from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.core import personalized_aggregate
+from fedbip_nvflare.models import HEAD_PREFIX
 from fedbip_nvflare.server.personalization import (
     FedBipModelAggregator,
     FedBipPersonalizationFilter,
@@ -34,11 +37,22 @@ class _Workspace:
 
 
 class _Engine:
+    """The engine calls the aggregator and filter make; fired events are kept as ``(type, event data)``."""
+
     def __init__(self, root: str):
         self.workspace = _Workspace(root)
+        self.events: List[Tuple[str, Any]] = []
 
     def get_workspace(self):
         return self.workspace
+
+    def new_context(self) -> FLContext:
+        ctx = FLContext()
+        ctx.set_prop(ReservedKey.ENGINE, self, private=True, sticky=False)
+        return ctx
+
+    def fire_event(self, event_type: str, fl_ctx: FLContext):
+        self.events.append((event_type, fl_ctx.get_prop(FLContextKey.EVENT_DATA)))
 
 
 def FakeContext(root: str, peer: Optional[str] = None, task: str = "train") -> FLContext:
@@ -60,6 +74,7 @@ class FakeSystem:
 
     def __init__(self, root: str, aggregator: FedBipModelAggregator, torch_format: bool = False):
         self.root, self.aggregator = root, aggregator
+        self.engine = _Engine(root)
         self.filter = FedBipPersonalizationFilter(aggregator_name=aggregator.aggregator_name)
         self.torch_format = torch_format
         self.received: Dict[int, Dict[str, dict]] = {}
@@ -68,12 +83,14 @@ class FakeSystem:
         data = {n: (t.clone() if self.torch_format else t.numpy().copy()) for n, t in global_params.items()}
         shareable = DXO(DataKind.WEIGHTS, data).to_shareable()
         shareable.set_header(AppConstants.CURRENT_ROUND, rnd)
-        out = self.filter.process(shareable, FakeContext(self.root, client, task))
+        ctx = FakeContext(self.root, client, task)
+        ctx.set_prop(ReservedKey.ENGINE, self.engine, private=True, sticky=False)
+        out = self.filter.process(shareable, ctx)
         received = from_shareable(out).data
         self.received.setdefault(rnd, {})[client] = received
         return received
 
-    def round(self, rnd: int, global_params, clients=SITES, diff: bool = False, tamper=None) -> FLModel:
+    def round(self, rnd: int, global_params, clients=SITES, diff: bool = False, tamper=None, spaces=None) -> FLModel:
         self.aggregator.reset_stats()
         for client in clients:
             received = self.send(rnd, global_params, client)
@@ -89,7 +106,7 @@ class FakeSystem:
                 params_type=ParamsType.DIFF if diff else ParamsType.FULL,
                 current_round=rnd,
                 metrics={"accuracy": 0.5},
-                meta={"client_name": client, "NUM_STEPS_CURRENT_ROUND": 10},
+                meta={"client_name": client, "NUM_STEPS_CURRENT_ROUND": 10, **(spaces or {}).get(client, {})},
             )
             self.aggregator.accept_model(model)
         return self.aggregator.aggregate_model()
@@ -246,3 +263,60 @@ def test_streaming_gives_the_same_personalized_models(tmp_path):
     expected = _expected_after(theta0, 3)
     for c in SITES:
         assert all(torch.allclose(aggregator.thetas[c][n], expected[c][n], atol=1e-6) for n in theta0)
+
+
+def test_the_matrices_go_to_experiment_tracking_every_round(tmp_path):
+    aggregator = FedBipModelAggregator(aggregator_name="tracked")
+    system = FakeSystem(str(tmp_path), aggregator)
+    theta0 = make_theta0()
+    system.round(0, theta0)
+    system.round(1, theta0, clients=SITES[:2])
+    tracked = {}
+    for event_type, data in system.engine.events:
+        assert event_type == ANALYTIC_EVENT_TYPE
+        item = AnalyticsData.from_dxo(from_shareable(data))
+        tracked[(item.tag, item.step)] = item.value
+    assert set(tracked) == {
+        (f"{name}/{site}", rnd)
+        for name in ("similarity", "weights")
+        for rnd, sites in ((0, SITES), (1, SITES[:2]))
+        for site in sites
+    }
+    with open(os.path.join(str(tmp_path), "job", "fedbip", "rounds.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    for record in records:
+        for i, site in enumerate(record["clients"]):
+            for name in ("similarity", "weights"):
+                row = tracked[(f"{name}/{site}", record["round"])]
+                assert row == pytest.approx(dict(zip(record["clients"], record[name][i])))
+    assert sum(tracked[("weights/site-1", 1)].values()) == pytest.approx(1.0)
+
+
+def _with_head(theta0):
+    gen = torch.Generator().manual_seed(5)
+    return {**theta0, HEAD_PREFIX + "weight": torch.randn(2, 4, generator=gen), HEAD_PREFIX + "bias": torch.zeros(2)}
+
+
+def test_a_shared_head_of_one_label_space_is_aggregated(tmp_path):
+    aggregator = FedBipModelAggregator(aggregator_name="one-space")
+    system = FakeSystem(str(tmp_path), aggregator)
+    theta0 = _with_head(make_theta0())
+    zero_head = {HEAD_PREFIX + "weight": np.zeros((2, 4), np.float32), HEAD_PREFIX + "bias": np.zeros(2, np.float32)}
+    spaces = {site: {K.LABEL_SPACE: "sentiment"} for site in SITES}
+    tamper = {site: (lambda d: {**d, **zero_head}) for site in SITES}
+    system.round(0, theta0, spaces=spaces, tamper=tamper)
+    assert set(aggregator.thetas) == set(SITES)
+
+
+def test_heads_of_different_label_spaces_fail_the_round_with_an_error_naming_them(tmp_path):
+    aggregator = FedBipModelAggregator(aggregator_name="two-spaces")
+    system = FakeSystem(str(tmp_path), aggregator)
+    theta0 = _with_head(make_theta0())
+    zero_head = {HEAD_PREFIX + "weight": np.zeros((2, 4), np.float32), HEAD_PREFIX + "bias": np.zeros(2, np.float32)}
+    spaces = {"site-1": {K.LABEL_SPACE: "sentiment"}, "site-2": {K.LABEL_SPACE: "topic"}, "site-3": {}}
+    tamper = {site: (lambda d: {**d, **zero_head}) for site in SITES}
+    with pytest.raises(
+        RuntimeError, match="Heads per label space are not supported.*FedBipRecipe\\(federate_head=True\\)"
+    ):
+        system.round(0, theta0, spaces=spaces, tamper=tamper)
+    assert not aggregator.thetas, "no client's model mixed heads of different label spaces"
