@@ -26,7 +26,6 @@ import ctypes
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,8 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from benchmarks.pairwise_reference import pairwise_per_tensor, pairwise_personalized
-from benchmarks.quality import git_commit
-from benchmarks.reporting import write_report
+from benchmarks.reporting import command_line, machine_text, provenance, write_report
 from fedbip_nvflare.core import personalized_aggregate
 
 RANK = 8
@@ -255,7 +253,7 @@ def markdown(records: List[Dict[str, Any]], info: Dict[str, Any]) -> str:
     lines = [
         "# Aggregation scale",
         "",
-        f"`{info['command']}` — commit `{info['commit']}`, {info['machine']}, torch {info['torch']}, "
+        f"`{info['command']}` — commit `{info['git_commit']}`, {machine_text(info['machine'])}, torch {info['torch']}, "
         f"{info['threads']} threads, {info['wall_time_s']:.0f} s.",
         "",
         "Times are the best of the repeats (s; medians in the JSON: this 2-vCPU VM's timings vary up to 3×). "
@@ -327,6 +325,17 @@ def plot(records: List[Dict[str, Any]], path: str) -> None:
     plt.close(fig)
 
 
+def run_info(command: str, mmap_threshold_fixed: bool) -> Dict[str, Any]:
+    """The ``"info"`` record of ``aggregation.json``: provenance (command, commit, machine) and the run's settings."""
+    return {
+        **provenance(command),
+        "device": str(DEVICE),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "mmap_threshold_fixed": mmap_threshold_fixed,
+    }
+
+
 def parse_number(text: str) -> int:
     value = float(text)
     if value < 1 or value != int(value):
@@ -370,17 +379,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 with open(os.path.join(args.output, "aggregation.partial.jsonl"), "a") as f:
                     f.write(json.dumps(record) + "\n")
     os.remove(os.path.join(args.output, "aggregation.partial.jsonl"))
-    info = {
-        "command": "python -m benchmarks.aggregation " + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": git_commit(),
-        "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
-        + (f", GPU {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else ""),
-        "device": str(DEVICE),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "mmap_threshold_fixed": fixed_threshold,
-        "wall_time_s": time.perf_counter() - start,
-    }
+    info = run_info(command_line("benchmarks.aggregation", sys.argv[1:] if argv is None else argv), fixed_threshold)
+    info["wall_time_s"] = time.perf_counter() - start
     plot(records, os.path.join(args.output, "aggregation.png"))
     text = markdown(records, info) + "\n![time against N·d](aggregation.png)\n"
     write_report(args.output, "aggregation.json", "aggregation.md", {"info": info, "records": records}, text)

@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import shutil
 import statistics
 import sys
@@ -64,7 +63,7 @@ from benchmarks.quality import (  # noqa: E402
     positive_int,
     result_problems,
 )
-from benchmarks.reporting import write_report  # noqa: E402
+from benchmarks.reporting import command_line, provenance, write_report  # noqa: E402
 from fedbip_nvflare.constants import FedBipKeys as K  # noqa: E402
 from fedbip_nvflare.results import load_results  # noqa: E402
 
@@ -486,7 +485,7 @@ def markdown(info: Mapping[str, Any]) -> str:
         f"{s['n_test']} test examples per client (per-round evaluation on {s['round_eval_examples']}), "
         f"{s['local_epochs']} local epoch(s), max_length {s['max_length']}, torch threads {s['torch_threads']}, "
         f"model {s['model']}; runs alternate fedbip, fedavg × {s['repeats']}. torch {env['torch']}, "
-        f"{env['cpus_usable']} usable CPUs ({env['cpu_count']} in all), commit {env['git_commit']}.",
+        f"{env['cpus_usable']} usable CPUs ({env['cpu_count']} in all), commit {info['git_commit']}.",
         "",
         f"Per-round seconds: server log, round start to the next round's start (round 0 includes each site's model "
         f"load; steady: {steady}). Total: `recipe.execute` wall time. Bytes: `len(fobs.dumps(shareable))` of the "
@@ -664,7 +663,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.makedirs(workspace, exist_ok=True)
     os.makedirs(output, exist_ok=True)
     info: Dict[str, Any] = {
-        "command": " ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.end_to_end", *argv]),
+        **provenance(command_line("benchmarks.end_to_end", argv)),
         "settings": {**asdict(spec), "repeats": args.repeats, "methods": list(METHOD_NAMES)},
         "data": spec.data_config(),
         "environment": environment(),

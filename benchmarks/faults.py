@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -39,8 +38,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks.processes import pids_running_from  # noqa: E402
-from benchmarks.quality import git_commit  # noqa: E402
-from benchmarks.reporting import write_report  # noqa: E402
+from benchmarks.reporting import command_line, provenance, write_report  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JSON_FILE = "faults.json"
@@ -857,8 +855,7 @@ def run(output: str, work: str, scenarios: Sequence[str] = SCENARIOS, command: s
             raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
         timings[scenario] = time.perf_counter() - t
     info = {
-        "command": command,
-        "git_commit": git_commit(),
+        **provenance(command),
         "settings": {"data": TINY_DATA, "max_length": 32, "train_timeout": TRAIN_TIMEOUT, "plan": FAULT_PLAN},
         "rows": [r.to_dict() for r in rows],
         "scenario_wall_s": timings,
@@ -920,9 +917,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     hostile_ok = True
     if not args.no_hostile:
         hostile_ok = run_hostile(output)
-    info = run(
-        output, work, args.scenarios, " ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.faults"] + argv)
-    )
+    info = run(output, work, args.scenarios, command_line("benchmarks.faults", argv))
     if not args.no_hostile:
         from benchmarks.hostile import MARKDOWN_FILE as HOSTILE_FILE
 

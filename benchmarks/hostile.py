@@ -24,7 +24,6 @@ import argparse
 import logging
 import math
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -36,8 +35,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from benchmarks.quality import git_commit, positive_int  # noqa: E402
-from benchmarks.reporting import write_report  # noqa: E402
+from benchmarks.quality import positive_int  # noqa: E402
+from benchmarks.reporting import command_line, provenance, write_report  # noqa: E402
 from fedbip_nvflare.core import l2_norm  # noqa: E402
 from fedbip_nvflare.server.rule import FedBipRule  # noqa: E402
 
@@ -417,7 +416,7 @@ def run(
     target = target or next(iter(taus))
     cases = run_cases(theta0, taus, kinds, policies, bounds, target, seed)
     info: Dict[str, Any] = {
-        "command": command,
+        **provenance(command),
         "settings": {
             **dict(settings or {}),
             "kinds": list(kinds),
@@ -425,7 +424,6 @@ def run(
             "bounds": list(bounds),
             "noise_seed": seed,
         },
-        "git_commit": git_commit(),
         "target": target,
         "honest": {c: {**dict(meta.get(c, {})), "norm": l2_norm(t)} for c, t in taus.items()},
         "n_parameters": sum(t.numel() for t in theta0.values()),
@@ -500,7 +498,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             target=args.target,
             seed=args.seed,
             settings=settings,
-            command=" ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.hostile", *argv]),
+            command=command_line("benchmarks.hostile", argv),
         )
     finally:
         torch.set_num_threads(threads_before)

@@ -94,20 +94,20 @@ def paper_table(outputs: Sequence[str]) -> str:
     return "\n".join(lines + ["", note])
 
 
-def write_between_markers(path: str, text: str) -> None:
-    """Replaces the text between :data:`BEGIN` and :data:`END` in ``path``.
+def write_between_markers(path: str, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replaces the text between the markers ``begin`` and ``end`` (default :data:`BEGIN`, :data:`END`) in ``path``.
 
     Raises:
         ValueError: The file lacks the markers.
     """
     with open(path) as f:
         content = f.read()
-    if BEGIN not in content or END not in content:
-        raise ValueError(f"{path}: no {BEGIN} ... {END} markers to write the table between")
-    head, rest = content.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    if begin not in content or end not in content:
+        raise ValueError(f"{path}: no {begin} ... {end} markers to write the table between")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
     with open(path, "w") as f:
-        f.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+        f.write(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -13,7 +13,6 @@ round-0 local models, the mean off-diagonal cosine and self weight of the last r
 
 import argparse
 import os
-import shlex
 import shutil
 import statistics
 import sys
@@ -21,8 +20,8 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 from benchmarks.faults import JobSpec, run_job
-from benchmarks.quality import git_commit, positive_int
-from benchmarks.reporting import write_report
+from benchmarks.quality import positive_int
+from benchmarks.reporting import command_line, provenance, write_report
 
 JSON_FILE = "privacy.json"
 MARKDOWN_FILE = "privacy.md"
@@ -119,7 +118,7 @@ def run(
     start = time.perf_counter()
     settings = {"sites": ["site-1", "site-2", "site-3", "site-4"], "rounds": rounds, "n_train": n_train}
     settings.update({"n_test": n_train, "max_length": max_length})
-    info: Dict[str, Any] = {"command": command, "git_commit": git_commit(), "settings": settings, "cases": {}}
+    info: Dict[str, Any] = {**provenance(command), "settings": settings, "cases": {}}
     for name in cases:
         spec = JobSpec(
             name=name.replace("-", "_").replace(".", "_"),
@@ -154,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     output = os.path.abspath(args.output)
     work = os.path.abspath(args.work or os.path.join(output, "privacy-work"))
-    command = " ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.privacy", *argv])
+    command = command_line("benchmarks.privacy", argv)
     info = run(output, work, args.cases, args.n_train, args.rounds, args.max_length, command)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -31,6 +30,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
+from benchmarks.reporting import PROVENANCE_KEYS, command_line, provenance
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.data import VISION_SUITES, site_names, suite_groups, vision_suite_groups
 from fedbip_nvflare.data.flan import FLAN_8, FLAN_PAIRS, FLAN_SUITES, flan_suite_groups
@@ -449,7 +449,7 @@ def run_one(method: str, spec: RunSpec, output: str, provenance: Optional[Mappin
     return record
 
 
-INVOCATION_KEYS = ("command", "git_commit", "machine", "methods", "seeds")
+INVOCATION_KEYS = (*PROVENANCE_KEYS, "methods", "seeds")
 
 
 def merge_invocations(output: str, info: Dict[str, Any]) -> Dict[str, Any]:
@@ -511,8 +511,8 @@ def run_benchmark(
         spec = RunSpec(**{**asdict(base), "seed": seed})
         for method in methods:
             logger.info("running %s seed %d ...", method, seed)
-            provenance = {k: info.get(k) for k in ("command", "git_commit", "machine")}
-            record = run_one(method, spec, output, provenance)
+            origin = {k: info.get(k) for k in PROVENANCE_KEYS}
+            record = run_one(method, spec, output, origin)
             logger.info("%s seed %d: %s in %.1f s", method, seed, record["status"], record["wall_time_s"])
             info["runs"].append(record)
             new.append(record)
@@ -523,45 +523,6 @@ def run_benchmark(
 def _jsonable(value: Any) -> Any:
     """``value`` with what JSON cannot hold (rule objects, tuples) as its ``repr``/list: for the results record."""
     return json.loads(json.dumps(value, default=repr))
-
-
-def machine() -> Dict[str, Any]:
-    """What ran the benchmark: host CPU count, platform and the torch / NVFlare / transformers versions."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    info: Dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-    for package in ("torch", "nvflare", "transformers", "peft"):
-        try:
-            info[package] = version(package)
-        except PackageNotFoundError:
-            info[package] = None
-    return info
-
-
-def git_commit() -> Optional[str]:
-    """The repository's commit (``+dirty`` with uncommitted changes or untracked files), or None outside git."""
-    import subprocess
-
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"],  # untracked files count: a run of new code says so
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
 
 
 # -- command line ------------------------------------------------------------------------------------------
@@ -684,14 +645,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     os.makedirs(output, exist_ok=True)
     info: Dict[str, Any] = {
-        "command": " ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.quality", *argv]),
+        **provenance(command_line("benchmarks.quality", argv)),
         "spec": {k: v for k, v in asdict(base).items() if k != "seed"},
         "data": {k: v for k, v in base.data_config().items() if k != "seed"},
         "methods": methods,
         "seeds": list(args.seeds),
         "groups": base.groups(),
-        "git_commit": git_commit(),
-        "machine": machine(),
     }
     try:
         info = merge_invocations(output, info)

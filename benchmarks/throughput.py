@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import platform
-import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -39,7 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.quality import positive_int  # noqa: E402
-from benchmarks.reporting import write_report  # noqa: E402
+from benchmarks.reporting import command_line, provenance, write_report  # noqa: E402
 from fedbip_nvflare.client import TextSiteTrainer, TrainSettings, load_task_data  # noqa: E402
 from fedbip_nvflare.client.site import to_numpy  # noqa: E402
 from fedbip_nvflare.models import LoraSettings, initial_adapter, resolve_model_path  # noqa: E402
@@ -227,11 +226,9 @@ def measure(
 
 
 def environment() -> Dict[str, Any]:
-    """Versions, CPU and GPU of this machine, and the repository's commit."""
+    """Versions, CPU (with its bf16 instructions) and GPU of this machine; the commit is in :func:`provenance`."""
     import peft
     import transformers
-
-    from benchmarks.quality import git_commit
 
     flags = ""
     try:
@@ -249,7 +246,6 @@ def environment() -> Dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_bf16": [f for f in ("avx512_bf16", "amx_bf16") if f in flags.split()],
         "cuda": torch.cuda.is_available(),
-        "git_commit": git_commit(),
     }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
@@ -268,7 +264,7 @@ def markdown(info: Mapping[str, Any]) -> str:
         "",
         f"`{info['command']}`; torch {env['torch']}, {env['cpus_usable']} usable CPUs"
         + (f", GPU {env['gpu']}" if env.get("gpu") else "")
-        + f", commit {env['git_commit']}.",
+        + f", commit {info['git_commit']}.",
         f"Model {info['settings']['model']} + LoRA (r=8, query/value); task {info.get('task', '?')}; batch size "
         f"{info['settings']['batch_size']}; {info['settings']['rounds']} rounds per loaded model, round 1 is the "
         "warm-up. examples/s: mean over rounds 2+ (± std) of examples counted through the training forward / "
@@ -322,7 +318,7 @@ def run(
     model_id, model = model, resolve_model_path(model)  # a known hub id's packaged offline copy, as the server does
     theta0 = to_numpy(initial_adapter(model, LoraSettings(), seed=seed))
     info: Dict[str, Any] = {
-        "command": command,
+        **provenance(command),
         "settings": {
             "model": model_id,
             "model_path": model,
@@ -397,7 +393,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         batch_size=args.batch_size,
         site=args.site,
         seed=args.seed,
-        command=" ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.throughput", *argv]),
+        command=command_line("benchmarks.throughput", argv),
     )
     print(markdown(info))
     return 0 if all(r["status"] == "ok" for r in info["results"]) else 1

@@ -76,7 +76,8 @@ def test_both_methods_ran_every_round(benchmark):
     assert info["settings"]["num_clients"] == len(CLIENTS) and info["settings"]["repeats"] == 1
     env = info["environment"]
     assert env["cpu_count"] >= 1 and env["torch"]
-    assert env["git_commit"] is None or len(env["git_commit"].split("+")[0]) == 40
+    assert info["git_commit"] is None or len(info["git_commit"].split("+")[0]) == 40
+    assert info["machine"]["cpus"] >= 1
 
 
 def test_bytes_recorded_for_every_client_and_round(benchmark, adapter_raw_bytes):

@@ -112,7 +112,7 @@ def test_synthetic_results_files_hold_the_table_and_findings(synthetic_run):
     info, output = synthetic_run
     with open(os.path.join(output, hostile.JSON_FILE)) as f:
         saved = json.load(f)
-    assert len(saved["cases"]) == 5 * len(hostile.POLICIES) * 2 and "git_commit" in saved
+    assert len(saved["cases"]) == 5 * len(hostile.POLICIES) * 2 and "git_commit" in saved and "machine" in saved
     with open(os.path.join(output, hostile.MARKDOWN_FILE)) as f:
         table = f.read()
     assert "| negation | clip | none |" in table and "| scaled-noise | keep | 2 |" in table

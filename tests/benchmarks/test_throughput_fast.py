@@ -90,7 +90,7 @@ def test_files_hold_settings_environment_and_the_table(throughput_run):
     info, _, output = throughput_run
     assert info["settings"]["rounds"] == ROUNDS and info["settings"]["batch_size"] == 4
     env = info["environment"]
-    assert env["torch"] and env["cpu_count"] >= 1 and "git_commit" in env
+    assert env["torch"] and env["cpu_count"] >= 1 and "git_commit" in info and info["machine"]["cpus"] >= 1
     with open(os.path.join(output, "throughput.md")) as f:
         table = f.read()
     assert "| cpu | fp32 | 16 | 1 |" in table and "| cpu | bf16 | 16 | 1 |" in table

@@ -1,0 +1,513 @@
+"""The performance page, generated from the committed benchmark JSON (never typed by hand).
+
+python -m benchmarks.performance_page --write benchmarks/results/performance.md --readme README.md
+
+Reads ``aggregation.json``, ``end_to_end/end_to_end.json``, ``throughput/throughput.json`` and ``gpu-h200/*.json``
+under ``--results`` (default ``benchmarks/results/performance``) and prints (or writes) the page: every file's
+command, commit and machine, flagged "untraceable: rerun" where its commit is missing, unknown here, or does not
+hold the version of the script that made it (the script as of the commit that committed the file); the targets
+with the figure measured and whether it is met; then the tables behind them. Every figure names its JSON file.
+Times with repeats are given as median (min–max); streamed "all N" times measured on fewer clients are labelled
+extrapolated. ``--readme`` replaces the text between ``<!-- perf-table:begin -->`` and ``<!-- perf-table:end -->``
+with the targets table.
+"""
+
+import argparse
+import glob
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from benchmarks.paper_table import write_between_markers
+from benchmarks.reporting import REPO, command_line, machine_text
+
+RESULTS = os.path.join("benchmarks", "results", "performance")
+BEGIN, END = "<!-- perf-table:begin -->", "<!-- perf-table:end -->"
+# The issue's targets (issue 23): the grid, and the bound of each ratio.
+GRID_CLIENTS, GRID_PARAMS, GRID_DTYPES = (8, 32, 128), (10**6, 10**7), ("fp32", "bf16")
+FLOOR_BOUND, LAYER_BOUND, PAIRWISE_BOUND, PAIRWISE_CLIENTS, ROUND_BOUND = 2.0, 1.5, 20.0, 32, 1.15
+# Which script wrote a JSON file, by the start of its name.
+SCRIPTS = {
+    "aggregation": "benchmarks/aggregation.py",
+    "end_to_end": "benchmarks/end_to_end.py",
+    "throughput": "benchmarks/throughput.py",
+}
+ScriptAt = Callable[[str, str], Optional[str]]
+
+
+def _git(*args: str) -> Optional[str]:
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def git_script_at(commit: str, script: str) -> Optional[str]:
+    """The blob id of ``script`` at ``commit`` (None when the commit or the file there is unknown)."""
+    out = _git("rev-parse", f"{commit}:{script}")
+    return out.strip() if out else None
+
+
+def git_last_commit(path: str) -> Optional[str]:
+    """The last commit that changed ``path`` (None when it was never committed)."""
+    out = _git("log", "-1", "--format=%H", "--", path)
+    return out.strip() or None if out is not None else None
+
+
+@dataclass
+class Source:
+    """One JSON file and where it came from."""
+
+    path: str
+    data: Dict[str, Any]
+    command: Optional[str]
+    commit: Optional[str]
+    machine: str
+    problem: Optional[str]  # why it is untraceable; None when it is traceable
+
+    @property
+    def status(self) -> str:
+        """``traceable`` or ``untraceable: rerun (why)``."""
+        return "traceable" if self.problem is None else f"untraceable: rerun ({self.problem})"
+
+    @property
+    def cite(self) -> str:
+        """How a figure names this file."""
+        return f"`{self.path}`" + ("" if self.problem is None else " (untraceable)")
+
+
+def provenance_of(data: Mapping[str, Any]) -> Tuple[Optional[str], Optional[str], str]:
+    """``(command, commit, machine in words)`` of a benchmark JSON, whichever layout wrote it.
+
+    Current files hold :data:`benchmarks.reporting.PROVENANCE_KEYS` at the top (aggregation's under ``info``);
+    older ones hold ``commit`` in ``info`` or ``git_commit`` in ``environment``.
+    """
+    info = data.get("info", data)
+    env = data.get("environment") or {}
+    commit = info.get("git_commit") or info.get("commit") or env.get("git_commit")
+    if info.get("machine") is not None:
+        where = machine_text(info["machine"])
+    elif env:
+        gpu = f", GPU {env['gpu']}" if env.get("gpu") else ""
+        where = f"{env.get('cpu_count')} CPU cores ({env.get('processor')}){gpu}"
+    else:
+        where = "not recorded"
+    return info.get("command"), commit, where
+
+
+def trace_problem(
+    commit: Optional[str], script: Optional[str], made_at: Optional[str], script_at: ScriptAt = git_script_at
+) -> Optional[str]:
+    """Why a run of ``script`` recorded at ``commit`` cannot be traced to its code, or None when it can.
+
+    Args:
+        commit: The recorded commit (``+dirty`` allowed).
+        script: The script that wrote the file (repository path), None when unknown.
+        made_at: The commit whose ``script`` made the file (the one that committed it; None: the working tree's).
+        script_at: ``(commit, path) -> blob id or None``; the working tree's when the commit is ``""``.
+    """
+    if not commit:
+        return "no commit recorded"
+    if script is None:
+        return "no known script wrote it"
+    recorded = script_at(commit.split("+")[0], script)
+    if recorded is None:
+        return f"commit {commit[:7]} unknown here"
+    if recorded != script_at(made_at or "", script):
+        return f"made by a {os.path.basename(script)} that commit {commit[:7]} does not hold"
+    return None
+
+
+def _working_tree_blob(path: str) -> Optional[str]:
+    out = _git("hash-object", path)
+    return out.strip() if out else None
+
+
+def load_source(path: str, root: str = REPO, script_at: Optional[ScriptAt] = None) -> Source:
+    """Reads one JSON file and judges its provenance (``path`` relative to ``root``, the repository)."""
+    with open(os.path.join(root, path)) as f:
+        data = json.load(f)
+    command, commit, where = provenance_of(data)
+    name = os.path.basename(path)
+    script = next((s for prefix, s in SCRIPTS.items() if name.startswith(prefix)), None)
+    if script_at is None:
+        script_at = lambda c, s: git_script_at(c, s) if c else _working_tree_blob(s)  # noqa: E731
+    made_at = git_last_commit(path) if root == REPO else None
+    return Source(path, data, command, commit, where, trace_problem(commit, script, made_at, script_at))
+
+
+# -- numbers --------------------------------------------------------------------------------------------------
+def nominal(params: int) -> int:
+    """The grid's d (a power of ten) of a layout with ``params`` parameters."""
+    return 10 ** round(math.log10(params))
+
+
+def num(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits, without an exponent (``1230``, ``0.0123``)."""
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
+
+def spread(values: Sequence[float], digits: int = 3) -> str:
+    """``median (min–max)`` of ``values``; just the value when there is one."""
+    if len(values) == 1:
+        return num(values[0], digits)
+    return f"{num(statistics.median(values), digits)} ({num(min(values), digits)}–{num(max(values), digits)})"
+
+
+def _median(record: Mapping[str, Any], mode: str) -> float:
+    return statistics.median(record.get(f"{mode}_times_s") or [record[f"{mode}_s"]])
+
+
+def cell_name(r: Mapping[str, Any]) -> str:
+    """``N=32, d=1e7, fp32``."""
+    return f"N={r['clients']}, d=1e{round(math.log10(r['params']))}, {r['dtype']}"
+
+
+def grid_records(source: Source) -> List[Dict[str, Any]]:
+    """The aggregation records inside the targets' grid."""
+    return [
+        r
+        for r in source.data.get("records", [])
+        if r["clients"] in GRID_CLIENTS and nominal(r["params"]) in GRID_PARAMS and r["dtype"] in GRID_DTYPES
+    ]
+
+
+def _judge(values: Dict[str, Optional[float]], bound: float, below: bool, expected: int) -> Tuple[str, str]:
+    """``(measured, met?)`` of per-cell ratios against ``bound`` (``below``: ratio ≤ bound is met)."""
+    have = {k: v for k, v in values.items() if v is not None}
+    if not have:
+        return "not measured", "unknown"
+    over = [k for k, v in have.items() if (v > bound if below else v < bound)]
+    measured = f"{min(have.values()):.2f}–{max(have.values()):.2f}× over {len(have)} cells"
+    if len(have) < expected:
+        measured += f" ({expected - len(have)} of the grid's cells not measured)"
+    if not over:
+        return measured, "yes" if len(have) == expected else "yes where measured"
+    worst = max(over, key=lambda k: have[k]) if below else min(over, key=lambda k: have[k])
+    return measured, f"**no**: {len(over)} of {len(have)} cells (worst {worst}: {have[worst]:.2f}×)"
+
+
+def aggregation_targets(source: Source, where: str) -> List[List[str]]:
+    """Target rows (target, measured, met?, source) of one aggregation file; ratios of medians."""
+    records = grid_records(source)
+    full = len(GRID_CLIENTS) * len(GRID_PARAMS) * len(GRID_DTYPES)
+    floor = {cell_name(r): _median(r, "model") / r["floor_s"] for r in records}
+    layer = {cell_name(r): _median(r, "layer") / _median(r, "model") for r in records}
+    pair_records = [r for r in records if r["clients"] == PAIRWISE_CLIENTS]
+    rows = [
+        [f"{where}: model-level ÷ floor", f"≤ {FLOOR_BOUND:g}×", *_judge(floor, FLOOR_BOUND, True, full)],
+        [f"{where}: layer-wise ÷ model-level", f"≤ {LAYER_BOUND:g}×", *_judge(layer, LAYER_BOUND, True, full)],
+    ]
+    for key, loop in (("per_tensor_s", "per-tensor"), ("pairwise_s", "flattened")):
+        ratios = {cell_name(r): (r[key] / _median(r, "model") if r.get(key) else None) for r in pair_records}
+        target = f"{where}: {loop} pairwise loop ÷ model-level, N = {PAIRWISE_CLIENTS}"
+        rows.append([target, f"≥ {PAIRWISE_BOUND:g}×", *_judge(ratios, PAIRWISE_BOUND, False, len(pair_records))])
+    return [row + [source.cite] for row in rows]
+
+
+def end_to_end_targets(source: Source) -> List[List[str]]:
+    """The round-time and bytes rows of the end-to-end file."""
+    cmp = source.data["comparison"]
+    pairs = [p["ratio"] for p in cmp.get("pair_ratios", [])]
+    ratio = cmp["steady_round_mean_ratio"]
+    measured = f"{ratio:.3f}× (steady rounds, mean; pairs {', '.join(f'{p:.3f}' for p in pairs)})"
+    met = "yes" if ratio <= ROUND_BOUND and all(p <= ROUND_BOUND for p in pairs) else "**no**"
+    rows = [["round time, FedBip ÷ FedAvg", f"≤ {ROUND_BOUND:g}×", measured, met]]
+    b = cmp["bytes"]
+    payload_equal = all(b[d]["parts"]["data_bytes"] == 0 for d in ("in", "out"))
+    measured = "; ".join(
+        f"{word}: {b[d]['diff']['mean']:+,.0f} B ({100 * b[d]['relative']['mean']:+.2f} %; payload "
+        f"{b[d]['parts']['data_bytes']:+,.0f} B, meta {b[d]['parts']['meta_bytes']:+,.0f} B, headers "
+        f"{b[d]['parts']['header_bytes']:+,.0f} B)"
+        for word, d in (("sent", "out"), ("received", "in"))
+    )
+    whole = all(b[d]["diff"]["mean"] == 0 for d in ("in", "out"))
+    met = "yes" if whole else ("payload yes; whole messages differ" if payload_equal else "**no**")
+    rows.append(["bytes per client per round, FedBip − FedAvg", "equal", measured, met])
+    return [row + [source.cite] for row in rows]
+
+
+def steady_rates(result: Mapping[str, Any]) -> List[float]:
+    """Examples/s of a throughput configuration's rounds after the first (the warm-up)."""
+    return [r["examples_per_s"] for r in result.get("rounds", []) if r["round"] > 1 and r.get("examples_per_s")]
+
+
+def config_name(result: Mapping[str, Any], batch_size: Any) -> str:
+    """``cpu fp32, len 64, 1 thread(s), batch 16``."""
+    c = result["config"]
+    threads = f", {c['threads']} thread(s)" if c.get("threads") else ""
+    return f"{c['device']} {c['precision']}, len {c['max_length']}{threads}, batch {batch_size}"
+
+
+def throughput_target(source: Source) -> List[str]:
+    """The throughput row of one file: the range of steady medians, and whether the hot path held."""
+    results = [r for r in source.data.get("results", []) if r.get("status") == "ok"]
+    medians = [statistics.median(steady_rates(r)) for r in results if steady_rates(r)]
+    clean = all(r.get("same_model") and r.get("frozen_unchanged") for r in results)
+    measured = f"{num(min(medians))}–{num(max(medians))} examples/s (medians of {len(medians)} configurations)"
+    met = "yes" if results and clean else "**no**: a model reloaded or frozen weights changed"
+    return ["client training throughput", "measured; model loaded once, frozen weights unchanged"] + [
+        measured,
+        met,
+        source.cite,
+    ]
+
+
+# -- page -----------------------------------------------------------------------------------------------------
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    """Markdown table lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows
+    ]
+
+
+def find_sources(results: str = RESULTS, root: str = REPO) -> Dict[str, Source]:
+    """Every JSON the page reads, by path relative to ``root``."""
+    patterns = ["aggregation.json", "end_to_end/end_to_end.json", "throughput/throughput.json", "gpu-*/*.json"]
+    paths = sorted({p for pat in patterns for p in glob.glob(os.path.join(root, results, pat))})
+    return {os.path.relpath(p, root): load_source(os.path.relpath(p, root), root) for p in paths}
+
+
+def device_of(source: Source) -> str:
+    """``CPU`` or the GPU's name, for a target's label."""
+    gpu_dir = os.path.basename(os.path.dirname(source.path))
+    return f"GPU {gpu_dir[len('gpu-'):].upper()}" if gpu_dir.startswith("gpu-") else "CPU"
+
+
+def targets(sources: Mapping[str, Source]) -> List[List[str]]:
+    """All target rows, from whichever files are present."""
+    rows: List[List[str]] = []
+    for path, source in sources.items():
+        name = os.path.basename(path)
+        if name.startswith("aggregation"):
+            rows += aggregation_targets(source, device_of(source))
+    for path, source in sources.items():
+        if os.path.basename(path).startswith("end_to_end"):
+            rows += end_to_end_targets(source)
+    for path, source in sources.items():
+        if os.path.basename(path).startswith("throughput"):
+            row = throughput_target(source)
+            rows.append([f"{row[0]} ({device_of(source)}, {os.path.basename(path)})", *row[1:]])
+    return rows
+
+
+TARGET_HEADER = ("target", "bound", "measured", "met?", "source")
+
+
+def targets_table(sources: Mapping[str, Source]) -> str:
+    """The targets table alone (the README's part)."""
+    return "\n".join(table(TARGET_HEADER, targets(sources)))
+
+
+def provenance_lines(sources: Mapping[str, Source]) -> List[str]:
+    """Each file's command, commit, machine and status; a warning when they come from different commits."""
+    rows = [[f"`{s.path}`", f"`{s.command}`", f"`{s.commit}`", s.machine, s.status] for s in sources.values()]
+    lines = table(("file", "command", "commit", "machine", "status"), rows)
+    commits = sorted({str(s.commit) for s in sources.values()})
+    if len(commits) > 1:
+        lines += ["", f"**These files come from {len(commits)} different commits: {', '.join(commits)}.**"]
+    return lines
+
+
+def aggregation_lines(source: Source) -> List[str]:
+    """One aggregation file's cells: medians (min–max) of the repeated calls, single runs as they are."""
+    rows = []
+    for r in source.data.get("records", []):
+        model = _median(r, "model")
+        stream_all = f"{num(r['stream_all_s'])}" + (" (extrapolated)" if r.get("stream_all_extrapolated") else "")
+        fp32 = f" (fp32 math {num(r['floor_fp32_math_s'])})" if r.get("floor_fp32_math_s") else ""
+        rows.append(
+            [
+                r["clients"],
+                f"1e{round(math.log10(r['params']))} ({r['params']:,})",
+                r["dtype"],
+                f"{num(r['floor_s'])}{fp32}",
+                spread(r.get("model_times_s") or [r["model_s"]]),
+                f"{model / r['floor_s']:.2f}×",
+                spread(r.get("layer_times_s") or [r["layer_s"]]),
+                f"{_median(r, 'layer') / model:.2f}×",
+                f"{num(r['per_tensor_s'])} ({r['per_tensor_s'] / model:.1f}×)" if r.get("per_tensor_s") else "—",
+                f"{num(r['pairwise_s'])} ({r['pairwise_s'] / model:.1f}×)" if r.get("pairwise_s") else "—",
+                f"{r['outputs_bytes'] / 2**30:.3f}",
+                f"{r['model_peak_extra_bytes'] / 2**30:.3f}" if r.get("model_peak_extra_bytes") is not None else "—",
+                f"{num(r['stream_one_s'])}",
+                stream_all,
+            ]
+        )
+    header = (
+        "N",
+        "d",
+        "dtype",
+        "floor (s, best)",
+        "model-level (s)",
+        "÷ floor",
+        "layer-wise (s)",
+        "layer ÷ model",
+        "per-tensor pair loop (s, one run)",
+        "flattened pair loop (s, one run)",
+        "outputs GiB",
+        "peak extra GiB",
+        "stream 1 client (s, best)",
+        "stream all N (s)",
+    )
+    repeats = {len(r.get("model_times_s") or []) for r in source.data.get("records", [])}
+    return [
+        f"From {source.cite}: model-level and layer-wise are the median (min–max) of {', '.join(map(str, repeats))} "
+        "calls after a warm-up; ratios are of medians. The floor is the best of its repeats (the JSON keeps no "
+        'others). "all N" streamed is extrapolated where fewer clients were streamed than N.',
+        "",
+        *table(header, rows),
+    ]
+
+
+def end_to_end_lines(source: Source) -> List[str]:
+    """Round times and bytes per method, median (min–max) over the runs' rounds."""
+    rows = []
+    for method, s in source.data["summaries"].items():
+
+        def stat(key: str, digits: int = 4) -> str:
+            v = s.get(key)
+            if not v:
+                return "—"
+            middle = f"{num(v['median'], digits)} ({num(v['min'], digits)}–{num(v['max'], digits)})"
+            return f"{middle}, mean {num(v['mean'], digits)}"
+
+        rows.append(
+            [method, stat("steady_round_s"), stat("total_s"), stat("aggregation_s", 2), stat("bytes_in", 6)]
+            + [stat("bytes_out", 6), stat("mean_accuracy")]
+        )
+    header = (
+        "method",
+        "steady round (s)",
+        "job total (s)",
+        "server aggregation (s)",
+        "bytes received per round",
+        "bytes sent per round",
+        "final mean accuracy",
+    )
+    return [
+        f"From {source.cite}: median (min–max), mean over the rounds after round 0 (which loads the model) of "
+        f"{source.data['settings'].get('repeats')} alternating runs per method.",
+        "",
+        *table(header, rows),
+    ]
+
+
+def throughput_lines(source: Source) -> List[str]:
+    """Examples/s per configuration: median (min–max) over the rounds after the warm-up round."""
+    batch = source.data.get("settings", {}).get("batch_size")
+    rows = []
+    for r in source.data.get("results", []):
+        rates = steady_rates(r)
+        rows.append(
+            [
+                config_name(r, batch),
+                r.get("status"),
+                spread(rates) if rates else "—",
+                f"{num(r['receive_ms'])}" if r.get("receive_ms") else "—",
+                f"{num(r['export_ms'])}" if r.get("export_ms") else "—",
+                f"{num(r['load_s'])}" if r.get("load_s") else "—",
+                "yes" if r.get("same_model") and r.get("frozen_unchanged") else "no",
+            ]
+        )
+    header = ("configuration", "status", "examples/s", "receive (ms)", "export (ms)", "load (s)", "loaded once")
+    return [
+        f"From {source.cite}: examples/s median (min–max) over the rounds after the first.",
+        "",
+        *table(header, rows),
+    ]
+
+
+METHOD = """\
+What each benchmark measures (the commands are in the provenance table):
+
+- **Aggregation** (`benchmarks/aggregation.py`): task vectors shaped like LoRA adapters, each tensor its own
+  allocation as after deserialization. The floor is the larger of the memory floor (copy the `[N, d]` matrix) and the
+  compute floor (`X Xᵀ` + `W X` on contiguous `X` into a preallocated output), in the inputs' dtype; for 16-bit
+  inputs the fp32-math floor is given too, since FedBip accumulates in fp32. The pairwise loops are
+  `benchmarks/pairwise_reference.py` (per-tensor: a loop over client pairs and tensors; flattened: one BLAS `dot` per
+  pair), checked equal to ours in the tests. Peak memory is the resident peak a call adds.
+- **End to end** (`benchmarks/end_to_end.py`): FedBip (`FedBipController`) against NVFlare's stock `FedAvg` through
+  `FedBipRecipe` in SimEnv, same executor, data and model; runs alternate between the methods. Round time is read
+  from the server's structured log; bytes are `len(fobs.dumps(shareable))` of every train task and result, recorded
+  by a client filter (`benchmarks/payload_log.py`).
+- **Throughput** (`benchmarks/throughput.py`): the real `TextSiteTrainer`, loaded once per configuration and trained
+  for several rounds (receive → train → export); the first round is the warm-up."""
+
+
+def page(sources: Mapping[str, Source], command: str) -> str:
+    """The whole page."""
+    lines = [
+        "# Performance: aggregation, rounds, bytes, training throughput",
+        "",
+        f"Generated by `{command}` from the JSON files below; do not edit by hand. No test asserts any time.",
+        "",
+        "## Where the numbers come from",
+        "",
+        *provenance_lines(sources),
+        "",
+        "## Targets",
+        "",
+        "Ratios in the aggregation rows are per cell of the grid N ∈ {"
+        + ", ".join(map(str, GRID_CLIENTS))
+        + "}, d ∈ {"
+        + ", ".join(f"1e{round(math.log10(d))}" for d in GRID_PARAMS)
+        + "}, "
+        + " and ".join(GRID_DTYPES)
+        + "; a target is met only where every cell meets it.",
+        "",
+        targets_table(sources),
+        "",
+        "## Method",
+        "",
+        METHOD,
+    ]
+    for path, source in sources.items():
+        name = os.path.basename(path)
+        if name.startswith("aggregation"):
+            section = f"Aggregation ({device_of(source)})"
+            body = aggregation_lines(source)
+        elif name.startswith("end_to_end"):
+            section, body = "End to end: FedBip against NVFlare's FedAvg", end_to_end_lines(source)
+        elif name.startswith("throughput"):
+            section, body = f"Client training throughput ({device_of(source)}, {name})", throughput_lines(source)
+        else:
+            continue
+        lines += ["", f"## {section}", "", *body]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Prints the page, or writes it to ``--write`` and the targets table into ``--readme``'s markers."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=RESULTS, help="folder of the performance JSON, relative to the repository")
+    p.add_argument("--write", default=None, help="file for the page (default: print it)")
+    p.add_argument("--readme", nargs="*", default=[], help="files whose perf-table markers get the targets table")
+    args = p.parse_args(argv)
+    sources = find_sources(args.results)
+    if not sources:
+        print(f"error: no benchmark JSON under {args.results}", file=sys.stderr)
+        return 2
+    text = page(sources, command_line("benchmarks.performance_page", sys.argv[1:] if argv is None else argv))
+    if args.write:
+        with open(args.write, "w") as f:
+            f.write(text)
+    else:
+        print(text)
+    note = f"Generated by `python -m benchmarks.performance_page` from `{args.results}`; details in the page."
+    for path in args.readme:
+        write_between_markers(path, targets_table(sources) + "\n\n" + note, BEGIN, END)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The performance page from small synthetic JSON: targets computed (met and missed), provenance flagged."""
+
+import json
+import os
+
+from benchmarks import performance_page as pp
+
+
+def _record(n: int, params: int, dtype: str, floor: float, model: list, layer: list, **extra) -> dict:
+    return {
+        "clients": n,
+        "params": params,
+        "dtype": dtype,
+        "floor_s": floor,
+        "model_s": min(model),
+        "model_times_s": model,
+        "layer_s": min(layer),
+        "layer_times_s": layer,
+        "outputs_bytes": 2**30,
+        "model_peak_extra_bytes": 2**30,
+        "stream_one_s": 0.1,
+        "stream_all_s": 3.2,
+        "stream_all_extrapolated": n > 16,
+        **extra,
+    }
+
+
+def _write(root: str, path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
+    with open(os.path.join(root, path), "w") as f:
+        json.dump(data, f)
+
+
+def _results(tmp_path, commit="c1") -> dict:
+    records = [
+        _record(n, d, t, 1.0, [1.5, 1.8, 2.5], [1.6, 1.7, 1.9], per_tensor_s=40.0, pairwise_s=10.0)
+        for n in (8, 32, 128)
+        for d in (1_007_616, 10_092_544)
+        for t in ("fp32", "bf16")
+    ]
+    records[-1] = _record(128, 10_092_544, "bf16", 1.0, [3.0, 3.0, 3.1], [6.0, 6.0, 6.0])  # ÷ floor 3, layer 2
+    info = {"command": "python -m benchmarks.aggregation", "git_commit": commit, "machine": {"cpus": 2}}
+    _write(str(tmp_path), "perf/aggregation.json", {"info": info, "records": records})
+    return records
+
+
+def _sources(tmp_path, script_at=lambda c, s: "blob") -> dict:
+    path = "perf/aggregation.json"
+    return {path: pp.load_source(path, str(tmp_path), script_at)}
+
+
+def test_a_target_missed_in_one_cell_is_reported_as_missed(tmp_path):
+    _results(tmp_path)
+    rows = {r[0]: r for r in pp.targets(_sources(tmp_path))}
+    floor = rows["CPU: model-level ÷ floor"]
+    assert floor[3].startswith("**no**: 1 of 12 cells") and "N=128, d=1e7, bf16: 3.00×" in floor[3]
+    assert floor[2] == "1.80–3.00× over 12 cells"  # medians: 1.8 everywhere, 3.0 in the last cell
+    layer = rows["CPU: layer-wise ÷ model-level"]
+    assert "**no**" in layer[3] and "2.00×" in layer[3]
+    per_tensor = rows["CPU: per-tensor pairwise loop ÷ model-level, N = 32"]
+    assert per_tensor[3] == "yes" and per_tensor[2].startswith("22.22–22.22×")
+    flattened = rows["CPU: flattened pairwise loop ÷ model-level, N = 32"]
+    assert flattened[3].startswith("**no**: 4 of 4")
+    assert all(r[4] == "`perf/aggregation.json`" for r in rows.values())
+
+
+def test_page_shows_spread_extrapolation_and_names_the_file(tmp_path):
+    _results(tmp_path)
+    text = pp.page(_sources(tmp_path), "python -m benchmarks.performance_page")
+    assert "1.80 (1.50–2.50)" in text  # median (min–max) of the repeats
+    assert "3.20 (extrapolated)" in text and "| 8 | 1e6 (1,007,616) | fp32 |" in text
+    assert "From `perf/aggregation.json`" in text and "untraceable" not in text
+
+
+def test_untraceable_files_are_flagged_not_hidden(tmp_path):
+    _results(tmp_path, commit=None)
+    source = _sources(tmp_path)["perf/aggregation.json"]
+    assert source.status == "untraceable: rerun (no commit recorded)"
+    assert "(untraceable)" in pp.targets_table({source.path: source})
+    _results(tmp_path, commit="abc1234+dirty")
+    blobs = {"abc1234": "old", "": "new"}  # the recorded commit holds another version of the script
+    source = _sources(tmp_path, lambda c, s: blobs.get(c))["perf/aggregation.json"]
+    assert source.status.startswith("untraceable: rerun (made by a aggregation.py that commit abc1234")
+    assert pp.trace_problem("f00", "benchmarks/aggregation.py", None, lambda c, s: None) == "commit f00 unknown here"
+
+
+def test_files_from_different_commits_are_said_to_be(tmp_path):
+    _results(tmp_path, commit="c1")
+    other = {"command": "python -m benchmarks.throughput", "git_commit": "c2", "results": []}
+    _write(str(tmp_path), "perf/throughput/throughput.json", other)
+    sources = {
+        p: pp.load_source(p, str(tmp_path), lambda c, s: "blob")
+        for p in ("perf/aggregation.json", "perf/throughput/throughput.json")
+    }
+    assert "**These files come from 2 different commits: c1, c2.**" in "\n".join(pp.provenance_lines(sources))
+
+
+def test_older_layouts_are_read(tmp_path):
+    assert pp.provenance_of({"info": {"command": "a", "commit": "x", "machine": "2 CPU cores"}}) == (
+        "a",
+        "x",
+        "2 CPU cores",
+    )
+    env = {"git_commit": "y", "cpu_count": 2, "processor": "x86_64"}
+    assert pp.provenance_of({"command": "b", "environment": env}) == ("b", "y", "2 CPU cores (x86_64)")
+
+
+def test_readme_markers_get_the_table(tmp_path):
+    _results(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{pp.BEGIN}\nold 1.0×\n{pp.END}\nrest\n")
+    pp.write_between_markers(str(readme), pp.targets_table(_sources(tmp_path)), pp.BEGIN, pp.END)
+    text = readme.read_text()
+    assert "old 1.0×" not in text and "| CPU: model-level ÷ floor |" in text and text.endswith("rest\n")
