@@ -186,23 +186,26 @@ def _site_order(site: str):
 
 
 def format_table(results: Dict[str, Any]) -> str:
-    """A plain-text per-client table (task, train size, accuracy before federation, final accuracy).
+    """A plain-text per-client table (task, train size, accuracy after round 0's local training, final accuracy).
 
-    A site without a final result shows ``FAILED:`` and its error instead of its row's values.
+    "round 0" is each site's own first round of training, before any aggregation: it shows that training helps, not
+    whether federating did (:func:`format_comparison` puts other methods beside it).
+
+        A site without a final result shows ``FAILED:`` and its error instead of its row's values.
     """
 
     def pct(x):
         return "   -  " if x is None else f"{100 * float(x):6.2f}"
 
     errors = site_errors(results)
-    lines = [f"{'site':<10} {'task':<18} {'n_train':>7} {'acc before':>10} {'acc final':>9}  adapter"]
+    lines = [f"{'site':<10} {'task':<18} {'n_train':>7} {'acc round 0':>11} {'acc final':>9}  adapter"]
     before, final = [], []
     for site, c in results["clients"].items():
         if site in errors:
             lines.append(f"{site:<10} FAILED: {errors[site]}")
             continue
         lines.append(
-            f"{site:<10} {str(c.get('task')):<18} {str(c.get('n_train')):>7} {pct(c.get('accuracy_before')):>10}"
+            f"{site:<10} {str(c.get('task')):<18} {str(c.get('n_train')):>7} {pct(c.get('accuracy_before')):>11}"
             f" {pct(c.get('accuracy')):>9}  {c.get('adapter_dir') or '-'}"
         )
         if c.get("accuracy_before") is not None and c.get("accuracy") is not None:
@@ -210,7 +213,55 @@ def format_table(results: Dict[str, Any]) -> str:
             final.append(float(c["accuracy"]))
     if final:
         lines.append(
-            f"{'mean':<10} {'':<18} {'':>7} {pct(sum(before) / len(before)):>10} {pct(sum(final) / len(final)):>9}"
+            f"{'mean':<10} {'':<18} {'':>7} {pct(sum(before) / len(before)):>11} {pct(sum(final) / len(final)):>9}"
+        )
+    return "\n".join(lines)
+
+
+def format_comparison(runs: Mapping[str, Mapping[str, Any]], reference: str) -> str:
+    """A per-client table of several methods' final accuracy on the same sites, with Δ against ``reference``.
+
+    Args:
+        runs: ``{method: results}`` of runs on the same sites, data and budget (the first is the main one).
+        reference: The method every Δ column compares against (e.g. "local": each site trained alone).
+
+    Returns:
+        Rows per site (task, each method's accuracy in %, each other method's Δ in points), then the mean over the
+        sites every method has a result for; a site a method has no result for shows "-" there.
+    """
+    methods = list(runs)
+    others = [m for m in methods if m != reference]
+    sites = list(dict.fromkeys(s for r in runs.values() for s in r.get("clients", {})))
+
+    def accuracy(method: str, site: str) -> Optional[float]:
+        value = runs[method].get("clients", {}).get(site, {}).get("accuracy")
+        return None if value is None else 100 * float(value)
+
+    def cell(value: Optional[float], sign: str = "") -> str:
+        return f"{'-':>9}" if value is None else f"{value:{sign}9.1f}"
+
+    header = f"{'site':<10} {'task':<18}" + "".join(f" {m:>9}" for m in methods)
+    header += "".join(f" {'Δ ' + m[:7]:>9}" for m in others)
+    lines = [header]
+    complete = []
+    for site in sites:
+        values = {m: accuracy(m, site) for m in methods}
+        task = next((r["clients"][site].get("task") for r in runs.values() if site in r.get("clients", {})), None)
+        ref = values[reference]
+        deltas = [None if values[m] is None or ref is None else values[m] - ref for m in others]
+        lines.append(
+            f"{site:<10} {str(task):<18}"
+            + "".join(f" {cell(values[m])}" for m in methods)
+            + "".join(f" {cell(d, '+')}" for d in deltas)
+        )
+        if all(v is not None for v in values.values()):
+            complete.append(values)
+    if complete:
+        mean = {m: sum(v[m] for v in complete) / len(complete) for m in methods}
+        lines.append(
+            f"{'mean':<10} {f'({len(complete)} sites)':<18}"
+            + "".join(f" {cell(mean[m])}" for m in methods)
+            + "".join(f" {cell(mean[m] - mean[reference], '+')}" for m in others)
         )
     return "\n".join(lines)
 

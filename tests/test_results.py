@@ -1,7 +1,7 @@
 """The shared failure check of a run's results and the per-client table's marking of failed sites."""
 
 from fedbip_nvflare.constants import FedBipKeys as K
-from fedbip_nvflare.results import format_table, load_run, run_failure, site_errors
+from fedbip_nvflare.results import format_comparison, format_table, load_run, run_failure, site_errors
 
 
 def _ok(accuracy=0.5):
@@ -68,3 +68,18 @@ def test_fedbip_report_exits_non_zero_naming_a_failed_run(tmp_path, capsys):
     assert captured.err.strip() == (
         "fedbip report: FAILED bad: no client produced a result (1 client(s) failed; site-1: train failed: boom)"
     )
+
+
+def test_comparison_puts_methods_side_by_side_with_deltas_against_local():
+    runs = {
+        "fedbip": {"clients": {"site-1": _ok(0.80), "site-2": _ok(0.50)}},
+        "local": {"clients": {"site-1": _ok(0.70), "site-2": _ok(0.60)}},
+        "fedavg": {"clients": {"site-1": _ok(0.40), "site-2": _failed()}},
+    }
+    lines = format_comparison(runs, "local").splitlines()
+    assert lines[0].split()[:5] == ["site", "task", "fedbip", "local", "fedavg"]
+    assert lines[1].split() == ["site-1", "ag_news", "80.0", "70.0", "40.0", "+10.0", "-30.0"]
+    # a site a method has no result for shows "-", and its Δ too
+    assert lines[2].split() == ["site-2", "ag_news", "50.0", "60.0", "-", "-10.0", "-"]
+    # the mean covers the sites every method has a result for
+    assert lines[3].split() == ["mean", "(1", "sites)", "80.0", "70.0", "40.0", "+10.0", "-30.0"]

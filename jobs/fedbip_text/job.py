@@ -1,17 +1,20 @@
 """Main FedBip job: 8 real text tasks, all-MiniLM-L6-v2 + LoRA, NVFlare simulator.
 
 python jobs/fedbip_text/job.py                          # run in SimEnv, print the per-client table
+python jobs/fedbip_text/job.py --compare local fedavg   # also each site alone and FedAvg, same data and budget
 python jobs/fedbip_text/job.py --export --export-dir D  # export the folder `nvflare simulator` takes
 """
 
 import argparse
+import functools
+import os
 import sys
 
 from nvflare.recipe.sim_env import SimEnv
 
 from fedbip_nvflare.core import NEGATIVE_POLICIES
 from fedbip_nvflare.recipes import FedBipRecipe
-from fedbip_nvflare.results import format_table, run_job, write_results
+from fedbip_nvflare.results import format_comparison, format_table, run_job, write_results
 
 
 def parse_args():
@@ -39,13 +42,33 @@ def parse_args():
         "for the whole run; fewer threads make NVFlare 2.9's simulator start a process per task)",
     )
     p.add_argument("--torch-threads", type=int, default=None, help="torch CPU threads per client")
+    p.add_argument(
+        "--compare",
+        nargs="*",
+        default=[],
+        choices=list(COMPARISONS),
+        help="after FedBip, run these methods on the same sites, data, seed and budget and print every site's "
+        "accuracy side by side: local (each site trained alone), fedavg (one averaged model)",
+    )
     return p.parse_args()
 
 
-def build_recipe(args) -> FedBipRecipe:
-    """FedBipRecipe on the text suite's sites (suites that split one pool over all sites get the client count)."""
+COMPARISONS = ("local", "fedavg")
+
+
+def build_recipe(args, aggregation: str = "fedbip") -> FedBipRecipe:
+    """FedBipRecipe on the text suite's sites (suites that split one pool over all sites get the client count).
+
+    ``aggregation`` other than "fedbip" builds that comparison method (named ``fedbip_text_<method>``) with the same
+    data, seed and budget and without FedBip's own options.
+    """
+    fedbip = aggregation == "fedbip"
+    rule = dict(layerwise=args.layerwise, negative=args.negative, similarity_on=args.similarity_on) if fedbip else {}
+    name = ("fedbip_text_l" if args.layerwise else "fedbip_text") if fedbip else f"fedbip_text_{aggregation}"
     return FedBipRecipe(
-        name="fedbip_text_l" if args.layerwise else "fedbip_text",
+        name=name,
+        aggregation=aggregation,
+        **rule,
         model=args.model,
         num_rounds=args.num_rounds,
         min_clients=args.num_clients,
@@ -56,9 +79,6 @@ def build_recipe(args) -> FedBipRecipe:
             "seed": args.seed,
             "num_clients": args.num_clients,
         },
-        layerwise=args.layerwise,
-        negative=args.negative,
-        similarity_on=args.similarity_on,
         local_epochs=args.local_epochs,
         max_length=args.max_length,
         num_threads=args.torch_threads,
@@ -82,6 +102,21 @@ def main():
     )
     print(format_table(results))
     print(f"\nresults: {path}\nworkspace: {run_dir}")
+    if args.compare:
+        runs = {method: results}
+        for other in args.compare:
+            build = functools.partial(build_recipe, args, other)
+            compared = run_job(build, env, args.workspace, args.num_clients, other)
+            if compared.results is None:
+                return compared.finish()
+            runs[other] = compared.results
+            write_results(compared.results, os.path.join(args.output or run_dir, other))
+        reference = "local" if "local" in runs else method
+        print(
+            f"\nFinal accuracy (%) of each site's model: {method} against the same sites trained with "
+            f"{', '.join(args.compare)} (same data, seed and budget; Δ in points against {reference})\n"
+        )
+        print(format_comparison(runs, reference))
     print(
         "load an adapter: PeftModel.from_pretrained(AutoModel.from_pretrained(base), adapter_dir); "
         "the private head is adapter_dir/head.safetensors"
