@@ -23,6 +23,8 @@ setup(
         "gguf>=0.10",  # causal LMs from GGUF files (transformers' GGUF loader)
         "rouge-score>=0.1.2",  # ROUGE-L of causal-LM generations
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.5", "black>=24"]},
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.5", "black>=24", "mlflow-skinny>=3", "alembic", "sqlalchemy"],
+    },
     entry_points={"console_scripts": ["fedbip=fedbip_nvflare.cli:main"]},
 )
