@@ -230,7 +230,9 @@ def check_data_config(
             )
         return data
     owners = [m for m, f in SITE_DATA.items() if suite in f.suites]
-    fix = f"it is a {owners[0]} suite: use modality={owners[0]!r}" if owners else "unknown suite"
+    if not owners:
+        raise ValueError(f"unknown {modality} suite {suite!r}; {modality} suites: {sorted(form.suites)}")
+    fix = f"it is a {owners[0]} suite: use modality={owners[0]!r}"
     raise ValueError(f"suite {suite!r} is not a {modality} suite ({fix}); {modality} suites: {sorted(form.suites)}")
 
 

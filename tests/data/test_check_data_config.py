@@ -13,7 +13,7 @@ def test_a_suite_of_another_modality_names_the_modality_that_has_it():
 
 
 def test_an_unknown_suite_lists_the_modalitys_suites():
-    with pytest.raises(ValueError, match=r"'nope' is not a vision suite \(unknown suite\); vision suites: \['vision"):
+    with pytest.raises(ValueError, match=r"unknown vision suite 'nope'; vision suites: \['vision"):
         check_data_config({"suite": "nope"}, "vision")
 
 
