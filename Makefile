@@ -29,7 +29,7 @@ assets: install
 demo: assets
 	$(PY) jobs/fedbip_text/job.py --num-clients 8 --num-rounds 3 --max-examples 160 --test-examples 200 \
 		--max-length 64 --torch-threads 1 --workspace $(WORKSPACE)/demo --output $(WORKSPACE)/demo \
-		--compare local fedavg
+		--compare local
 	@echo "plots and tables of this run: $(VENV)/bin/fedbip report $(WORKSPACE)/demo"
 
 test: assets
