@@ -327,6 +327,9 @@ METHODS: Dict[str, Method] = {
     "fedbip-centered": Method(_fedbip_recipe, _options(center_similarity=True)),
     # Beyond the paper, against outsized updates: every task vector clipped to 2x the round's median norm.
     "fedbip-norm-bound": Method(_fedbip_recipe, _options(norm_bound=2.0)),
+    # Beyond the paper: every site holds out 1/8 of its training examples and starts each round (and its final
+    # model) from the received model, its own last model or their midpoint, whichever scores best on them.
+    "fedbip-checked": Method(_fedbip_recipe, _options(holdout_fraction=0.125)),
     "oracle-groups": Method(
         _fedbip_recipe,
         lambda spec: {"aggregation": "oracle-groups", "aggregation_options": {"groups": spec.groups()}},

@@ -44,6 +44,10 @@ class TrainSettings:
         gradient_checkpointing: Recompute activations in the backward pass (less memory, more compute), for
             models that support it (HF ``gradient_checkpointing_enable``).
         max_new_tokens: Generation length of a causal LM's evaluation.
+        holdout_fraction: Fraction of the training examples the site holds out (a fixed seeded subset, never
+            trained on) to check what it receives: each round, and for the final model, it starts from the point
+            between its own last model and the received personalized one (see ``client.self_check.MIX_GRID``) with
+            the lowest loss on them. 0 (default): no check, the site starts from what it receives.
     """
 
     local_epochs: int = 1
@@ -62,6 +66,7 @@ class TrainSettings:
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
     max_new_tokens: int = 32
+    holdout_fraction: float = 0.0
 
     def __post_init__(self):
         for name in (
@@ -89,6 +94,12 @@ class TrainSettings:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads <= 0):
             raise ValueError(f"num_threads must be a positive int or None, got {self.num_threads!r}")
+        if (
+            not isinstance(self.holdout_fraction, (int, float))
+            or isinstance(self.holdout_fraction, bool)
+            or not 0 <= self.holdout_fraction < 1
+        ):
+            raise ValueError(f"holdout_fraction must be a number in [0, 1), got {self.holdout_fraction!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
 

@@ -9,6 +9,7 @@ import logging
 import os
 from typing import Any, Dict, List, Mapping, Tuple
 
+from fedbip_nvflare.client.self_check import choose_start, save_own
 from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.client.trainer_base import HEAD_FILE
 from fedbip_nvflare.client.trainers import TRAINERS
@@ -73,6 +74,8 @@ class SiteSession:
         Args:
             params: Received personalized federated tensors θ̄_i.
             current_round: Round index (0-based); in round 0 the locally trained model is also evaluated.
+                With ``holdout_fraction`` set, the site first picks its starting point (see
+                :func:`fedbip_nvflare.client.self_check.choose_start`) and the received accuracy is that point's.
 
         Returns:
             ``(θ_i as numpy, metrics, meta)``: the FULL federated tensors after training, the metrics
@@ -80,14 +83,17 @@ class SiteSession:
             accuracy after local training), and site info (task, split sizes).
         """
         self.trainer.set_federated(params)
+        check = choose_start(self.trainer, params, self.state_dir)
         subset = self.trainer.eval_subset(self.trainer.settings.round_eval_examples)
-        metrics: Dict[str, float] = {K.ACCURACY_RECEIVED: self.trainer.evaluate(subset)}
+        metrics: Dict[str, float] = {K.ACCURACY_RECEIVED: self.trainer.evaluate(subset), **check}
         metrics.update({f"{name}_received": v for name, v in self.trainer.extra_metrics().items()})
         metrics.update(self.trainer.train(round_index=current_round))
         if current_round == 0:
             metrics[K.ACCURACY_LOCAL] = self.trainer.evaluate(subset)
             metrics.update({f"{name}_local": v for name, v in self.trainer.extra_metrics().items()})
         self.trainer.save_head(self.head_path)
+        if self.trainer.holdout:
+            save_own(self.trainer, self.state_dir)
         self._record(current_round, metrics)
         logger.info(
             "%s round %d: received acc %.4f, train loss %.4f, %.1f examples/s",
@@ -122,8 +128,9 @@ class SiteSession:
             peft adapter (+ head) was saved.
         """
         self.trainer.set_federated(params)
+        check = choose_start(self.trainer, params, self.state_dir)
         accuracy = self.trainer.evaluate()
-        extra = self.trainer.extra_metrics()
+        extra = {**self.trainer.extra_metrics(), **check}
         adapter_dir = self.trainer.save_personalized(os.path.join(self.state_dir, K.ADAPTER_FOLDER))
         meta = self._info()
         meta[K.ADAPTER_DIR] = os.path.abspath(adapter_dir)

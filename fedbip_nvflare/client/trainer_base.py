@@ -110,6 +110,7 @@ class SiteTrainer(ABC):
         self._federated_names = self._lora_names + head_names
         self._shapes: Dict[str, Tuple[int, ...]] = {n: tuple(t.shape) for n, t in self.get_federated().items()}
         self._prepare_data()
+        self.holdout, self._fit = self._split_holdout()
 
     # -- what a modality implements ------------------------------------------------------------------------------
     _train: Sized
@@ -141,6 +142,35 @@ class SiteTrainer(ABC):
     def n_train(self) -> int:
         """Number of training examples."""
         return len(self._train)
+
+    def _split_holdout(self) -> Tuple[List[int], List[int]]:
+        """``(held-out, trained-on)`` training indices: ``settings.holdout_fraction`` of them (at least one, and at
+        least one left to train on) held out, a fixed subset seeded by ``settings.seed``."""
+        indices = list(range(self.n_train))
+        if self.settings.holdout_fraction <= 0:
+            return [], indices
+        if self.n_train < 2:
+            raise ValueError(
+                f"holdout_fraction={self.settings.holdout_fraction} needs at least 2 training examples, site task "
+                f"{self.data.task!r} has {self.n_train}; give the site more data or set holdout_fraction=0"
+            )
+        n = min(self.n_train - 1, max(1, round(self.n_train * self.settings.holdout_fraction)))
+        generator = torch.Generator().manual_seed(self.settings.seed * 6_007 + 29)
+        held = sorted(torch.randperm(self.n_train, generator=generator)[:n].tolist())
+        kept = set(held)
+        return held, [i for i in indices if i not in kept]
+
+    def holdout_loss(self) -> float:
+        """Mean training loss of the current model on the held-out training examples (NaN without a holdout)."""
+        if not self.holdout:
+            return float("nan")
+        self.model.eval()
+        size, total = self.settings.eval_batch_size, 0.0
+        with torch.no_grad(), self.autocast():
+            for b in range(0, len(self.holdout), size):
+                batch = self.holdout[b : b + size]
+                total += float(self._batch_loss(batch)) * len(batch)
+        return total / len(self.holdout)
 
     @property
     def n_test(self) -> int:
@@ -274,7 +304,7 @@ class SiteTrainer(ABC):
         for epoch in range(epochs):
             epoch_start = time.perf_counter()
             generator = torch.Generator().manual_seed(round_seed(s.seed, round_index) + epoch)
-            order = torch.randperm(self.n_train, generator=generator).tolist()
+            order = [self._fit[i] for i in torch.randperm(len(self._fit), generator=generator).tolist()]
             epoch_losses = self._train_epoch(optimizer, scaler, order)
             losses.extend(epoch_losses)
             seen += len(order)
@@ -286,7 +316,7 @@ class SiteTrainer(ABC):
                 epoch + 1,
                 epochs,
                 float(np.mean(epoch_losses)) if epoch_losses else float("nan"),
-                self.n_train / elapsed if elapsed > 0 else 0.0,
+                len(order) / elapsed if elapsed > 0 else 0.0,
             )
         return self._summary(losses, seen, time.perf_counter() - start)
 
@@ -323,7 +353,7 @@ class SiteTrainer(ABC):
         """:meth:`train`'s result from the batch losses, the examples seen and the seconds taken."""
         return {
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
-            "n_examples": float(self.n_train),
+            "n_examples": float(len(self._fit)),
             "examples_per_s": seen / seconds if seconds > 0 else 0.0,
             "seconds": seconds,
         }

@@ -141,6 +141,9 @@ class FedBipRecipe(Recipe):
         gradient_accumulation_steps: Sites step the optimizer every this many batches.
         gradient_checkpointing: Sites recompute activations in the backward pass (less memory, more compute).
         max_new_tokens: Generation length of a causal LM's evaluation.
+        holdout_fraction: Beyond the paper: each site holds out this fraction of its training examples and starts
+            every round (and its final model) from whichever of the received model, its own last model and their
+            midpoint has the lowest loss on them (``fedbip_nvflare.client.self_check``); 0: off.
         num_threads: torch CPU threads per site (None: torch default).
         seed: Seed of θ̄⁰, the heads and shuffling.
         train_timeout: Seconds per train task (0: no limit).
@@ -221,6 +224,7 @@ class FedBipRecipe(Recipe):
         gradient_accumulation_steps: int = 1,
         gradient_checkpointing: bool = False,
         max_new_tokens: int = 32,
+        holdout_fraction: float = 0.0,
         resume_from: Optional[str] = None,
         rule: Optional[AggregationRule] = None,
     ):
