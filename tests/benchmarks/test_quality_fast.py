@@ -26,6 +26,8 @@ ALL_METHODS = [
     "fedbip-cumulative",
     "fedbip-centered",
     "fedbip-norm-bound",
+    "fedbip-checked",
+    "fedbip-cumulative-checked",
     "oracle-groups",
 ]
 FAST = [
