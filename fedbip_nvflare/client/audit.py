@@ -18,6 +18,7 @@ from fedbip_nvflare.core import params_digest
 from fedbip_nvflare.state_files import UPDATES_DIR, ClientStateStore
 
 RECEIVED_FILE = "received.jsonl"
+SENT_FILE = "sent.jsonl"
 
 
 class ReceivedModelLog(Filter):
@@ -26,7 +27,8 @@ class ReceivedModelLog(Filter):
     Each line of ``<site run dir>/fedbip/received.jsonl`` is ``{"site", "task", "round", "digest", "tensors",
     "format"}``: the digest is :func:`fedbip_nvflare.core.params_digest` of the received weights, the format
     ``torch`` or ``numpy`` (the container they arrived in); the task passes unchanged.
-    A site admin adds it to audit what the server sent (nothing but fingerprints is stored).
+    A site admin adds it to audit what the server sent (nothing but fingerprints is stored). As a client output
+    filter with ``file_name=SENT_FILE`` it records what the site sent back instead.
 
     Args:
         file_name: Name of the log file in ``<run dir>/fedbip``.
@@ -68,7 +70,9 @@ def received_log(site_run_dir: str, file_name: str = RECEIVED_FILE) -> List[dict
         return [json.loads(line) for line in f if line.strip()]
 
 
-def received_model_problems(server_run_dir: str, site_run_dirs: Mapping[str, str], rounds: int) -> List[str]:
+def received_model_problems(
+    server_run_dir: str, site_run_dirs: Mapping[str, str], rounds: int, first_round: int = 0
+) -> List[str]:
     """Checks that every model each site received across a job was that site's own, and only that.
 
     The server must have run with ``log_updates=True`` (it keeps what it sent every round) and every site with
@@ -79,6 +83,7 @@ def received_model_problems(server_run_dir: str, site_run_dirs: Mapping[str, str
         server_run_dir: The server's run folder of the job (holds ``fedbip/updates`` and ``fedbip/state``).
         site_run_dirs: ``{site: the site's run folder of the job}``.
         rounds: Number of rounds the job ran.
+        first_round: The job's first round (a job resumed from a saved state starts after round 0).
 
     Returns:
         The problems found (empty when every site received only its own models).
@@ -93,7 +98,7 @@ def received_model_problems(server_run_dir: str, site_run_dirs: Mapping[str, str
             (K.TRAIN_TASK, r): params_digest(
                 load_file(os.path.join(updates, f"round_{r:03d}", "sent_" + ClientStateStore.file_name(site)))
             )
-            for r in range(rounds)
+            for r in range(first_round, rounds)
         }
         own[site] = {**sent, (K.VALIDATE_TASK, rounds): params_digest(final[site])}
     problems = []
@@ -109,3 +114,65 @@ def received_model_problems(server_run_dir: str, site_run_dirs: Mapping[str, str
             elif key[1] > 0 and any(e["digest"] == own[other].get(key) for other in site_run_dirs if other != site):
                 problems.append(f"{site}'s model at {key} equals another site's")
     return problems
+
+
+def _short(digest: Optional[str]) -> str:
+    return digest[:12] if digest else "-" * 12
+
+
+def exchange_log(server_run_dir: str, site_run_dirs: Mapping[str, str], server: str = "server") -> List[str]:
+    """Who sent what to whom in a job, by digest, each model as both of its ends recorded it.
+
+    One line per model that travelled: the server's train task to a site (its ``sent_`` file of the round against
+    the site's :class:`ReceivedModelLog`), the site's result back (the site's ``SENT_FILE`` log against the
+    server's ``returned_`` file) and the final validate task (the server's saved θ̄_i against the site's log), e.g.
+    ``round 1 train    server -> site-2   3f2a9c01b7e4  site-2 logged 3f2a9c01b7e4: same``. A missing record shows
+    as dashes and ``no record``, so a model lost in transit (a crashed site) is visible.
+
+    Args:
+        server_run_dir: The server's run folder of the job (``log_updates=True``).
+        site_run_dirs: ``{site: the site's run folder of the job}``.
+        server: The server's name in the lines.
+
+    Returns:
+        The lines, by round, task and site.
+    """
+    from safetensors.torch import load_file
+
+    updates = os.path.join(server_run_dir, K.STATE_DIR, UPDATES_DIR)
+    state_dir = os.path.join(server_run_dir, K.STATE_DIR, "state")
+    last, final = -1, {}
+    if os.path.isdir(state_dir):
+        last, _, final, _ = ClientStateStore(state_dir).load()
+
+    def stored(rnd: int, prefix: str, site: str) -> Optional[str]:
+        path = os.path.join(updates, f"round_{rnd:03d}", prefix + ClientStateStore.file_name(site))
+        return params_digest(load_file(path)) if os.path.exists(path) else None
+
+    def logged(run_dir: str, file_name: str) -> Dict[Tuple[str, int], str]:
+        if not os.path.exists(os.path.join(run_dir, K.STATE_DIR, file_name)):
+            return {}
+        return {(e["task"], e["round"]): e["digest"] for e in received_log(run_dir, file_name)}
+
+    rounds = sorted(int(d.split("_")[1]) for d in os.listdir(updates)) if os.path.isdir(updates) else []
+    rows = []
+    for site, run_dir in site_run_dirs.items():
+        got, sent = logged(run_dir, RECEIVED_FILE), logged(run_dir, SENT_FILE)
+        keys = {(K.TRAIN_TASK, r) for r in rounds} | set(got) | set(sent)
+        if site in final:
+            keys.add((K.VALIDATE_TASK, last + 1))
+        for task, rnd in keys:
+            if task == K.VALIDATE_TASK:
+                down = final.get(site) and params_digest(final[site])
+            else:
+                down = stored(rnd, "sent_", site)
+            rows.append((rnd, task, site, 0, server, site, down, f"{site} logged", got.get((task, rnd))))
+            if task == K.TRAIN_TASK:
+                up = stored(rnd, "returned_", site)
+                rows.append((rnd, task, site, 1, site, server, sent.get((task, rnd)), f"{server} stored", up))
+    lines = []
+    for rnd, task, _, _, source, target, digest, other_end, other in sorted(rows):
+        verdict = "same" if digest and digest == other else "DIFFERENT" if digest and other else "no record"
+        route = f"{source:>13} -> {target:<13}"
+        lines.append(f"round {rnd} {task:<8} {route} {_short(digest)}  {other_end} {_short(other)}: {verdict}")
+    return lines
