@@ -53,7 +53,7 @@ net_up() {  # the LAN: a bridge in a namespace of its own, one veth pair to ever
 }
 
 net_down() {  # every process left in our namespaces, then the namespaces (their veths go with them)
-  for ns in "${NAMESPACES[@]}"; do host_kill_ns "$ns"; done
+  for ns in "${NAMESPACES[@]}"; do host_kill_ns "$ns" || true; done
   for ns in "${NAMESPACES[@]}"; do
     ip netns del "$ns" 2>/dev/null || true
     rm -rf "/etc/netns/$ns"
@@ -126,6 +126,7 @@ host_start() {  # start a participant from its startup kit on its host, in the b
   local p="$1"
   echo "== $(date +%T) starting $p on ${HOST_ADDR[$p]}"
   on_host "$p" setsid "$WORK/kits/$p/startup/sub_start.sh" --once >> "$WORK/logs/$p.log" 2>&1 &
+  disown $!  # net_down ends it with its namespace; no job report from this shell
 }
 
 wait_for_server() {  # the admin's host reaches the server's ports by name
