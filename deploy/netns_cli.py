@@ -1,8 +1,8 @@
 """Reads what NVFlare's CLI prints with ``--format json`` for deploy/run_netns.sh (standard library only).
 
-    python netns_cli.py job-id '<nvflare --format json job submit ... output>'      # prints the job id
-    python netns_cli.py status '<nvflare --format json job meta ... output>'        # prints the job's status
-    python netns_cli.py connected '<nvflare --format json system status client>' site-1 site-2   # exit 0 if listed
+python netns_cli.py job-id '<nvflare --format json job submit ... output>'      # prints the job id
+python netns_cli.py status '<nvflare --format json job meta ... output>'        # prints the job's status
+python netns_cli.py connected '<nvflare --format json system status client>' site-1 site-2   # exit 0 if listed
 """
 
 import json
