@@ -2,8 +2,8 @@
 
 NVFlare 2.9's simulator with fewer threads than clients starts a process per task, so N clients need only as many
 model copies as threads. This runs ``jobs/fedbip_text/job.py`` for each (clients, threads) pair, samples the memory of
-the job's whole process tree once a second (PSS, so pages shared between processes count once) and records wall
-time, peak memory, the peak number of processes and how many clients returned a result.
+every process of the job (found by its workspace folder) once a second (PSS, so pages shared between processes count
+once) and records wall time, peak memory, the peak number of processes and how many clients returned a result.
 
     python -m benchmarks.sim_scale --runs 8x8 8x2 32x2 --output benchmarks/results/performance/sim_scale
 """
@@ -15,37 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+from benchmarks.processes import pids_running_from
 from benchmarks.reporting import REPO, command_line, machine_text, provenance, write_report
 
 JOB = os.path.join(REPO, "jobs", "fedbip_text", "job.py")
 MIB = 1024 * 1024
-
-
-def _children() -> Dict[int, List[int]]:
-    """``{parent pid: [child pids]}`` of every live process (from /proc)."""
-    tree: Dict[int, List[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        tree.setdefault(ppid, []).append(int(entry))
-    return tree
-
-
-def descendants(pid: int) -> List[int]:
-    """``pid`` and every process below it."""
-    tree, found, todo = _children(), [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(tree.get(p, []))
-    return found
 
 
 def pss_bytes(pid: int) -> int:
@@ -104,7 +80,7 @@ def run_one(clients: int, threads: int, args: argparse.Namespace, workspace: str
     with open(os.path.join(workspace, f"{clients}x{threads}.log"), "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         while proc.poll() is None:
-            pids = descendants(proc.pid)
+            pids = pids_running_from(out)  # the job script, the simulator and every client process
             peak = max(peak, sum(pss_bytes(p) for p in pids))
             peak_procs = max(peak_procs, len(pids))
             samples += 1

@@ -47,7 +47,10 @@ def load_own(trainer: SiteTrainer, state_dir: str) -> Optional[Params]:
 
 
 def mix(received: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], weight: float) -> Params:
-    """``own + weight · (received − own)`` per tensor."""
+    """``own + weight · (received − own)`` per tensor; exactly ``received`` at weight 1 and ``own`` at 0, so those
+    candidates are FedBip's and Local's starting points bit for bit."""
+    if weight in (0.0, 1.0):
+        return dict(own if weight == 0.0 else received)
     return {n: own[n] + weight * (received[n] - own[n]) for n in own}
 
 

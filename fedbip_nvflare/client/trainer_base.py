@@ -157,8 +157,8 @@ class SiteTrainer(ABC):
         n = min(self.n_train - 1, max(1, round(self.n_train * self.settings.holdout_fraction)))
         generator = torch.Generator().manual_seed(self.settings.seed * 6_007 + 29)
         held = sorted(torch.randperm(self.n_train, generator=generator)[:n].tolist())
-        kept = set(held)
-        return held, [i for i in indices if i not in kept]
+        held_set = set(held)
+        return held, [i for i in indices if i not in held_set]
 
     def holdout_loss(self) -> float:
         """Mean training loss of the current model on the held-out training examples (NaN without a holdout)."""
