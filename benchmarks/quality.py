@@ -325,6 +325,9 @@ METHODS: Dict[str, Method] = {
     "fedbip-cumulative": Method(_fedbip_recipe, _options(similarity_on="cumulative")),
     # Beyond the paper: cosines after removing the round's mean task vector.
     "fedbip-centered": Method(_fedbip_recipe, _options(center_similarity=True)),
+    # Beyond the paper: cosines of the cumulative vectors θ_i − θ̄⁰ after removing their mean (the direction the whole
+    # federation moved), so only what a client shares with some clients and not with all counts.
+    "fedbip-cumulative-centered": Method(_fedbip_recipe, _options(similarity_on="cumulative", center_similarity=True)),
     # Beyond the paper, against outsized updates: every task vector clipped to 2x the round's median norm.
     "fedbip-norm-bound": Method(_fedbip_recipe, _options(norm_bound=2.0)),
     # Beyond the paper: every site holds out 1/8 of its training examples and starts each round (and its final

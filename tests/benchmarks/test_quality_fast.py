@@ -25,6 +25,7 @@ ALL_METHODS = [
     "fedbip-l",
     "fedbip-cumulative",
     "fedbip-centered",
+    "fedbip-cumulative-centered",
     "fedbip-norm-bound",
     "fedbip-checked",
     "fedbip-cumulative-checked",
