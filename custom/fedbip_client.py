@@ -4,9 +4,15 @@ It uses the same library as ``FedBipExecutor``; ``FedBipRecipe(client_mode="clie
 the job and passes the executor's settings as flags (one per ``TrainSettings`` field, generated from it), e.g.::
 
     fedbip_client.py --model sentence-transformers/all-MiniLM-L6-v2 --data suite=text-tasks --data n_train=300
+
+Like the executor, it applies the site's own ``<site workspace>/local/fedbip_site.json`` over the job's data and
+resources (:func:`~fedbip_nvflare.client.site_config.apply_site_config`) and keeps its state in
+``<run dir>/fedbip``; it finds the site's workspace from where NVFlare put its app (this file is
+``<workspace>/<job id>/app_<site>/custom/fedbip_client.py``, in process or launched as its own process).
 """
 
 import argparse
+import logging
 import os
 
 import nvflare.client as flare
@@ -16,10 +22,13 @@ from nvflare.client.tracking import SummaryWriter
 
 from fedbip_nvflare.client import SiteSession
 from fedbip_nvflare.client.settings import add_arguments, from_arguments
+from fedbip_nvflare.client.site_config import app_workspace, apply_site_config
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.exchange import in_format_of
 from fedbip_nvflare.modalities import DEFAULT_MODALITY, MODALITIES, default_targets
 from fedbip_nvflare.models import LoraSettings
+
+logger = logging.getLogger("fedbip_client")
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,7 +49,11 @@ def parse_args() -> argparse.Namespace:
         "--target-modules", default=None, help="comma-separated module names (default: the modality's default)"
     )
     add_arguments(p)  # one flag per TrainSettings field (--local-epochs, --batch-size, ...)
-    p.add_argument("--state-dir", default=None, help="site folder for the private head and final adapter")
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        help="site folder for the private head and final adapter (default: <run dir>/fedbip)",
+    )
     return p.parse_args()
 
 
@@ -64,15 +77,31 @@ def parse_data(entries) -> dict:
     return data
 
 
+def site_setup(args: argparse.Namespace, site: str, job_id: str):
+    """The job's data and settings with the site's ``fedbip_site.json`` applied, and the site's state folder."""
+    data, settings = parse_data(args.data), from_arguments(args)
+    workspace = app_workspace(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), job_id, site)
+    if workspace is None:
+        logger.warning("%s: %s is not in an NVFlare site workspace: no site configuration applies", site, __file__)
+        return data, settings, args.state_dir or os.path.join(os.getcwd(), K.STATE_DIR, site)
+    data, settings, source = apply_site_config(workspace.get_site_config_dir(), data, settings)
+    if source:
+        logger.info("%s: site configuration from %s overrides the job's data/resources", site, source)
+    return data, settings, args.state_dir or os.path.join(workspace.get_run_dir(job_id), K.STATE_DIR)
+
+
 def main() -> None:
     args = parse_args()
+    # launched as its own process, the script logs to stdout, which NVFlare copies into the site's log (lines without
+    # a leading time stamp); in process the root logger has NVFlare's handlers already and this does nothing
+    logging.basicConfig(level=logging.INFO, format="%(name)s - %(levelname)s - %(message)s")
     flare.init()
     site = flare.get_site_name()
-    state_dir = args.state_dir or os.path.join(os.getcwd(), K.STATE_DIR, site)
+    data, settings, state_dir = site_setup(args, site, flare.get_job_id())
     targets = tuple(args.target_modules.split(",")) if args.target_modules else default_targets(args.modality)
     lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, targets)
-    settings = from_arguments(args)
-    session = SiteSession(site, state_dir, args.model, parse_data(args.data), lora, settings, modality=args.modality)
+    logger.info("%s: loading model %s and data %s", site, args.model, data)
+    session = SiteSession(site, state_dir, args.model, data, lora, settings, modality=args.modality)
     writer = SummaryWriter()  # NVFlare experiment tracking: reaches the server's receiver when the job has one
 
     while flare.is_running():

@@ -2,7 +2,8 @@
 
 ``trainer_base`` (:class:`SiteTrainer`, the shared loop) ← ``trainer`` (text) / ``vision`` / ``causal_lm`` ←
 ``trainers`` (the trainer of each modality) ← ``site`` (a site across rounds) ← ``executor`` (NVFlare). ``audit``,
-``privacy`` and ``faults`` are task filters and fault injection; ``settings`` holds the training options.
+``privacy`` and ``faults`` are task filters and fault injection; ``settings`` holds the training options and
+``site_config`` reads a site's own ``fedbip_site.json`` (executor and Client API script).
 """
 
 from fedbip_nvflare.client.causal_lm import CausalLMSiteTrainer

@@ -1,9 +1,7 @@
 """FedBipExecutor: NVFlare in-process executor that serves FedBip's train and validate tasks."""
 
-import dataclasses
-import json
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 from nvflare.apis.event_type import EventType
 from nvflare.apis.executor import Executor
@@ -16,6 +14,7 @@ from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
 from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.client.site import SiteSession
+from fedbip_nvflare.client.site_config import apply_site_config
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.models import LoraSettings
 from fedbip_nvflare.models.backbones import DEFAULT_MODALITY, default_targets, get_backbone
@@ -25,8 +24,9 @@ from fedbip_nvflare.tracking import track_scalars
 class FedBipExecutor(Executor):
     """Fine-tunes the site's LoRA adapter and private head for FedBip tasks, in the client process.
 
-    A site admin can put ``fedbip_site.json`` in the site's ``local/`` folder (see :func:`apply_site_config`): its
-    data and resources then override the job's, so data paths stay with the site, not the job author.
+    A site admin can put ``fedbip_site.json`` in the site's ``local/`` folder (see
+    :func:`~fedbip_nvflare.client.site_config.apply_site_config`): its data and resources then override the job's,
+    so data paths stay with the site, not the job author.
 
     The site's data and model are loaded once, at START_RUN, and kept for the whole run, so a misconfigured site
     (unknown data keys, a missing data file or model folder, LoRA targets that match nothing) logs a clear error
@@ -148,42 +148,3 @@ def _failed(reason: str) -> Shareable:
     reply = make_reply(ReturnCode.EXECUTION_EXCEPTION)
     reply.set_header(K.SITE_ERROR, reason.splitlines()[0] if reason else reason)
     return reply
-
-
-SITE_CONFIG_FILE = "fedbip_site.json"
-SITE_CONFIG_KEYS = ("data", "num_threads", "batch_size", "local_epochs")
-
-
-def apply_site_config(
-    local_dir: str, data: Dict[str, Any], settings: TrainSettings
-) -> Tuple[Dict[str, Any], TrainSettings, Optional[str]]:
-    """The job's data and settings, overridden by the site's ``<local_dir>/fedbip_site.json`` if it exists.
-
-    The file is a JSON object with any of ``data`` (the site's data configuration, e.g.
-    ``{"train_path": "/data/train.csv", "test_path": "/data/test.csv"}``; it replaces the job's), ``num_threads``,
-    ``batch_size`` and ``local_epochs``.
-
-    Returns:
-        ``(data, settings, path of the file or None)``.
-
-    Raises:
-        ValueError: The file is not valid JSON, or has unknown keys or bad values (naming them).
-    """
-    path = os.path.join(local_dir, SITE_CONFIG_FILE)
-    if not os.path.exists(path):
-        return data, settings, None
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object with keys among {list(SITE_CONFIG_KEYS)}")
-    unknown = sorted(set(config) - set(SITE_CONFIG_KEYS))
-    if unknown:
-        raise ValueError(f"{path} has unknown keys {unknown}; allowed: {list(SITE_CONFIG_KEYS)}")
-    site_data = config.get("data", data)
-    if not isinstance(site_data, dict):
-        raise ValueError(f"{path}: 'data' must be a data configuration object, got {site_data!r}")
-    overrides = {k: config[k] for k in SITE_CONFIG_KEYS if k != "data" and k in config}
-    return dict(site_data), dataclasses.replace(settings, **overrides), path

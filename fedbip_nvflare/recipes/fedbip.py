@@ -8,10 +8,12 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from nvflare.job_config.api import FedJob
+from nvflare.job_config.script_runner import ScriptRunner
 from nvflare.recipe.spec import ExecEnv, Recipe
 
 from fedbip_nvflare.client.executor import FedBipExecutor
 from fedbip_nvflare.client.settings import TrainSettings
+from fedbip_nvflare.client.site_config import SITE_CONFIG_KEYS
 from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.data import check_data_config, site_names
 from fedbip_nvflare.modalities import DEFAULT_MODALITY
@@ -26,7 +28,6 @@ CLIENT_MODES = ("executor", "client_api")
 CLIENT_SCRIPT = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "custom", "fedbip_client.py"
 )
-_SITE_KEYS = ("data", "num_threads", "batch_size", "local_epochs")
 # The recipe's keywords that are options of a rule (FedBipRule's, FedAvgRule's server_learning_rate): set to
 # anything but their default, they go to the rule ``aggregation`` names, which refuses options it does not take.
 RULE_KEYWORDS = (
@@ -58,6 +59,42 @@ def client_script_args(settings: Dict[str, Any]) -> str:
                 raise ValueError(f"client_mode='client_api' cannot pass {key} {text!r}: values must not contain spaces")
             args += ["--" + key.replace("_", "-"), text]
     return " ".join(args)
+
+
+class CustomScriptRunner(ScriptRunner):
+    """NVFlare's ``ScriptRunner`` for a script that travels at the top of the app's ``custom/`` folder.
+
+    Given an absolute path, ``ScriptRunner`` writes it as is into the in-process executor's configuration and copies
+    the script to a ``custom/`` sub-folder derived from ``sys.path``, so the job runs only where the author's files
+    are. This one copies ``script`` to ``custom/<name>`` and names it ``<name>`` in the configuration, which NVFlare
+    looks up in the app's custom folder (in process) or runs as ``custom/<name>`` from the app folder (external
+    process), wherever the job runs.
+
+    Args:
+        script: The script's path on the machine that builds the job.
+        **kwargs: ``ScriptRunner``'s other arguments.
+    """
+
+    def __init__(self, script: str, **kwargs):
+        super().__init__(script=os.path.basename(script), **kwargs)
+        self.source = os.path.abspath(script)
+
+    def add_to_fed_job(self, job, ctx, **kwargs):
+        job.add_file_source(self.source, None, "custom", ctx)
+        return super().add_to_fed_job(_ResourcesAdded(job), ctx, **kwargs)
+
+
+class _ResourcesAdded:
+    """A job whose ``add_resources`` does nothing: ``ScriptRunner`` adds its script by name, copied already."""
+
+    def __init__(self, job: FedJob):
+        self._job = job
+
+    def __getattr__(self, name: str):
+        return getattr(self._job, name)
+
+    def add_resources(self, resources: List[str], ctx) -> None:
+        pass
 
 
 def allow_fedbip_components(workspace: str) -> str:
@@ -358,9 +395,11 @@ class FedBipRecipe(Recipe):
     # -- per-site configuration ------------------------------------------------------------------
     def _apply_per_site_config(self, config: Dict[str, Dict]) -> None:
         for site, site_config in config.items():
-            unknown = sorted(set(site_config) - set(_SITE_KEYS))
+            unknown = sorted(set(site_config) - set(SITE_CONFIG_KEYS))
             if unknown:
-                raise ValueError(f"per_site_config[{site!r}] has unknown keys {unknown}; allowed: {list(_SITE_KEYS)}")
+                raise ValueError(
+                    f"per_site_config[{site!r}] has unknown keys {unknown}; allowed: {list(SITE_CONFIG_KEYS)}"
+                )
             self._client_component(site_config)
         self.per_site_config = config
 
@@ -387,10 +426,9 @@ class FedBipRecipe(Recipe):
         if self.client_mode == "executor":
             return executor
         from nvflare.fuel.utils.constants import FrameworkType
-        from nvflare.job_config.script_runner import ScriptRunner
 
         train = settings.pop("settings")
-        return ScriptRunner(
+        return CustomScriptRunner(
             script=CLIENT_SCRIPT,
             script_args=client_script_args({**settings, **train.to_dict()}),
             launch_external_process=self.launch_external_process,

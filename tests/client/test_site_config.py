@@ -1,11 +1,11 @@
-"""A site's own fedbip_site.json overrides the job's data and resources."""
+"""A site's own fedbip_site.json overrides the job's data and resources; the Client API script finds its site."""
 
 import json
 
 import pytest
 
-from fedbip_nvflare.client.executor import SITE_CONFIG_FILE, apply_site_config
 from fedbip_nvflare.client.settings import TrainSettings
+from fedbip_nvflare.client.site_config import SITE_CONFIG_FILE, app_workspace, apply_site_config
 
 JOB_DATA = {"suite": "text-tasks", "n_train": 300}
 
@@ -43,3 +43,16 @@ def test_bad_site_files_are_named(tmp_path, content, message):
     _write(tmp_path, content)
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         apply_site_config(str(tmp_path), JOB_DATA, TrainSettings())
+
+
+def test_a_client_api_script_finds_its_site_workspace_from_its_app_folder(tmp_path):
+    for folder in ("startup", "local", "job-1/app_site-a/custom"):
+        (tmp_path / folder).mkdir(parents=True)
+    app = str(tmp_path / "job-1" / "app_site-a")
+    workspace = app_workspace(app, "job-1", "site-a")
+    assert workspace.get_site_config_dir() == str(tmp_path / "local")
+    assert workspace.get_run_dir("job-1") == str(tmp_path / "job-1")
+    assert app_workspace(app, "job-2", "site-a") is None, "another job's app"
+    assert app_workspace(app, "job-1", "site-b") is None, "another site's app"
+    (tmp_path / "startup").rmdir()
+    assert app_workspace(app, "job-1", "site-a") is None, "not a site workspace (no startup folder)"

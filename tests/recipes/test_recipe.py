@@ -80,9 +80,9 @@ def test_client_api_mode_ships_the_script(tmp_path):
     recipe = FedBipRecipe(name="fb_api", client_mode="client_api")
     job_dir, configs = _export(recipe, tmp_path)
     shipped = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(job_dir, "app", "custom")) for f in fs]
-    assert any(p.endswith("fedbip_client.py") for p in shipped), "the Client API script travels with the job"
-    client = json.dumps(configs["app/config/config_fed_client.json"])
-    assert "fedbip_client.py" in client
+    assert shipped == [os.path.join(job_dir, "app", "custom", "fedbip_client.py")], "the script travels with the job"
+    executor = configs["app/config/config_fed_client.json"]["executors"][0]["executor"]["args"]
+    assert executor["task_script_path"] == "fedbip_client.py", "named relative to the app's custom folder"
 
 
 def test_allow_list_adds_package_and_keeps_existing_entries(tmp_path):
