@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # FedBip in NVFlare's POC mode: `nvflare poc prepare`, allow-list the package on the server and the sites (installed-
 # package mode), `nvflare poc start`, submit the FedBip recipe as the POC admin (ProdEnv on the POC admin kit),
-# collect, `nvflare poc stop`. (PocEnv provisions a fresh POC for every run, which drops the sites' allow-list.)
+# collect, `nvflare poc stop`. (The same through NVFlare's Recipe-API PocEnv, whose provisioning allow-lists the
+# package: `recipe.execute(fedbip_poc_env())`, see fedbip_nvflare/recipes/poc.py.)
 # Exits 0 only if the job finished and every site holds its personalized adapter. POC uses ports 8002/8003.
 #
 #   deploy/run_poc.sh                  # POC workspace: $NVFLARE_POC_WORKSPACE, else a fresh /tmp/fedbip_poc.XXXX/poc

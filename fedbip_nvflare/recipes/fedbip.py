@@ -97,7 +97,7 @@ class _ResourcesAdded:
         pass
 
 
-def allow_fedbip_components(workspace: str) -> str:
+def allow_fedbip_components(workspace: str, file: str = "resources.json") -> str:
     """Adds this package to the component allow-list of an NVFlare site or simulator workspace.
 
     NVFlare 2.9 builds only allow-listed component classes for jobs without custom code. This writes
@@ -107,6 +107,8 @@ def allow_fedbip_components(workspace: str) -> str:
 
     Args:
         workspace: The site (or simulator) workspace folder.
+        file: The file in ``local/`` to write; ``"resources.json.default"`` adds the entry to the provisioned
+            defaults themselves (what a provisioning builder does, see ``recipes.poc.AllowListBuilder``).
 
     Returns:
         The path of the resources file.
@@ -116,9 +118,10 @@ def allow_fedbip_components(workspace: str) -> str:
 
     local = os.path.join(workspace, "local")
     os.makedirs(local, exist_ok=True)
-    path = os.path.join(local, "resources.json")
+    path = os.path.join(local, file)
     resources: Dict[str, Any] = {"format_version": 2}
-    source = path if os.path.exists(path) else path + ".default"  # a provisioned kit ships the .default
+    # keep the file, else start from the provisioned kit's defaults
+    source = path if os.path.exists(path) else os.path.join(local, "resources.json.default")
     if os.path.exists(source):
         with open(source) as f:
             resources = json.load(f)
