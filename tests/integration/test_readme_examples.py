@@ -65,6 +65,11 @@ NOT_RUN = {
         "multi-hour benchmark on the FedDPA/FedOA splits, which are not part of the project; the runner on a flan "
         "directory is run small by tests/integration/test_flan_benchmark.py"
     ),
+    "# 1. project admin: TLS certificates and one startup kit per participant; hand each kit to its owner": (
+        "hosts, certificates and a running federation: tests/integration/test_deploy_netns.py runs these commands "
+        "through deploy/run_netns.sh (server, 3 sites and the admin in network namespaces, nvflare job submit/wait/"
+        "download), tests/integration/test_deploy_local.py the same on 127.0.0.1 through deploy/run_local.sh"
+    ),
     "from nvflare.recipe.fedavg import FedAvgRecipe": (
         "a sketch around the reader's own `train.py` with elided `...` arguments; its runnable form is "
         "jobs/fedavg_dropin/job.py, run by tests/integration/test_dropin_jobs.py"
