@@ -41,6 +41,14 @@ def parse_args() -> argparse.Namespace:
     )
     add_arguments(p)  # one flag per TrainSettings field (--local-epochs, --batch-size, ...)
     p.add_argument("--state-dir", default=None, help="site folder for the private head and final adapter")
+    p.add_argument(
+        "--site-state-root",
+        default=None,
+        help="folder outside the job where the site snapshots its private state per run and round, restored when "
+        "the server resumes the run (default: fedbip_state in the working directory, which is the site's "
+        "workspace for an in-process script; with launch_external_process it is the job's app folder, so pass "
+        "a folder that outlives the job)",
+    )
     return p.parse_args()
 
 
@@ -72,7 +80,17 @@ def main() -> None:
     targets = tuple(args.target_modules.split(",")) if args.target_modules else default_targets(args.modality)
     lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, targets)
     settings = from_arguments(args)
-    session = SiteSession(site, state_dir, args.model, parse_data(args.data), lora, settings, modality=args.modality)
+    snapshot_root = args.site_state_root or os.path.join(os.getcwd(), K.SITE_STATE_DIR)
+    session = SiteSession(
+        site,
+        state_dir,
+        args.model,
+        parse_data(args.data),
+        lora,
+        settings,
+        modality=args.modality,
+        snapshot_root=snapshot_root,
+    )
     writer = SummaryWriter()  # NVFlare experiment tracking: reaches the server's receiver when the job has one
 
     while flare.is_running():
@@ -80,8 +98,9 @@ def main() -> None:
         if received is None:
             break
         task = flare.get_task_name()
+        rnd = int(received.current_round or 0)
+        session.begin_task((received.meta or {}).get(K.RUN_KEY), rnd)
         if task == K.TRAIN_TASK:
-            rnd = int(received.current_round or 0)
             params, metrics, meta = session.train(received.params, rnd)
             params = in_format_of(params, received.params)  # torch back to a job that exchanges PyTorch
             for tag, value in metrics.items():
