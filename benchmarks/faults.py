@@ -10,7 +10,8 @@ torch threads 1), run in its own process. Scenarios:
   round different sites fail in different ways (raise, NaN/Inf, wrong shape/dtype, missing/extra tensor, absurd
   norm, timeout, client process crash), so every outcome is separable. ``min_clients=2``, ``norm_bound=2.0``.
 * ``resume``: a 3-site, 3-round job is killed (its whole process tree) after round 0 was persisted, while round 1
-  is in flight; the same job restarts with ``resume_from`` the persisted state.
+  is in flight; the same job restarts with ``resume_from`` the persisted state, and every site restores its private
+  head and round history from the snapshots it took in the killed job (``site_state_root`` outside both jobs).
 * ``state``: restarts from a corrupted and from a truncated state folder.
 * ``config``: bad options at construction, a model folder that does not exist and LoRA target modules that match
   nothing (server side), an unknown data key, a missing data file and one site with a different LoRA rank (sites).
@@ -91,6 +92,7 @@ class JobSpec:
         validate_timeout: Seconds for the validate task (0: no limit).
         norm_bound: The server's norm bound (None: off).
         resume_from: A state folder to resume from.
+        site_state_root: Where the sites snapshot their private state (None: in the job's simulator workspace).
         model: Model id or folder.
         target_modules: LoRA target modules.
         data: Data configuration of every site.
@@ -113,6 +115,7 @@ class JobSpec:
     validate_timeout: int = VALIDATE_TIMEOUT
     norm_bound: Optional[float] = None
     resume_from: Optional[str] = None
+    site_state_root: Optional[str] = None
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     target_modules: List[str] = field(default_factory=lambda: ["query", "value"])
     data: Dict[str, Any] = field(default_factory=lambda: dict(TINY_DATA))
@@ -151,6 +154,7 @@ def build_recipe(spec: JobSpec):
         log_updates=True,
         per_site_config=per_site,
         resume_from=spec.resume_from,
+        site_state_root=spec.site_state_root,
     )
     if not spec.privacy:  # NVFlare takes one input filter chain per task set; the privacy stash is train-only
         recipe.add_client_input_filter(ReceivedModelLog(), tasks=[K.TRAIN_TASK, K.VALIDATE_TASK])
@@ -530,28 +534,35 @@ def resume_rows(work: str, crash_round: int = 0) -> List[Row]:
     import torch
     from safetensors.torch import load_file
 
+    from fedbip_nvflare.constants import FedBipKeys as K
     from fedbip_nvflare.server.state import ClientStateStore
 
-    first = resume_spec(os.path.join(work, "resume-crashed"))
+    site_state = os.path.join(work, "site-state")  # outside both jobs' simulator workspaces
+    first = resume_spec(os.path.join(work, "resume-crashed"), site_state_root=site_state)
     persisted = os.path.join(work, "persisted-state")
     crash = crash_after_round(first, crash_round, persisted)
+    snapshots = os.path.join(work, "persisted-site-state")  # the killed job's snapshots (the resumed job prunes them)
+    if os.path.isdir(site_state):
+        shutil.copytree(site_state, snapshots, dirs_exist_ok=True)
     row = Row(
         "server crash",
         f"the job's whole process tree killed (SIGKILL) after round {crash_round} was persisted, round "
         f"{crash_round + 1} in flight; restarted with resume_from=<persisted state>",
-        f"resumed at round {crash_round + 1} from bit-exact θ̄_i; the job finished",
-        f"round {crash_round + 1}'s in-flight training (redone); the sites' private heads and round history "
-        "(a restarted job has new site run folders: heads start again from their seed)",
+        f"resumed at round {crash_round + 1} from bit-exact θ̄_i; every site restored its private head and round "
+        f"history of round {crash_round}; the job finished",
+        f"round {crash_round + 1}'s in-flight training (redone); nothing else",
     )
     row.check(f"state after round {crash_round} persisted at the kill", crash["state_round"] == crash_round, crash)
     row.check("no process of the killed job left", not pids_running_from(first.workspace))
     try:
-        _, _, thetas, _ = ClientStateStore(persisted).load()
+        _, _, thetas, extra = ClientStateStore(persisted).load()
     except (OSError, ValueError) as e:
         row.check("persisted state loads with valid checksums", False, e)
         return [row]
     row.check("persisted state loads with valid checksums", sorted(thetas) == first.sites, sorted(thetas))
-    second = resume_spec(os.path.join(work, "resume-restarted"), resume_from=persisted)
+    run_key = extra.get(K.RUN_KEY)
+    row.check("persisted state holds the run key", bool(run_key), sorted(extra))
+    second = resume_spec(os.path.join(work, "resume-restarted"), resume_from=persisted, site_state_root=site_state)
     files = run_job(second)
     records = files.rounds()
     row.check(
@@ -573,9 +584,53 @@ def resume_rows(work: str, crash_round: int = 0) -> List[Row]:
         "restarted job finished with every site validated",
         all("accuracy" in results.get("clients", {}).get(s, {}) for s in second.sites),
     )
-    for site in second.sites:  # the data-lost column: the restarted sites start without their private state
-        row.check(f"{site} restarted without its private head (lost)", "loaded its private head" not in files.log(site))
+    for site in second.sites:
+        check_site_restored(row, files, site, snapshots, run_key, crash_round, second.rounds)
     return [row]
+
+
+def check_site_restored(
+    row: Row, files: JobFiles, site: str, snapshots: str, run_key: str, rnd: int, rounds: int
+) -> None:
+    """The resumed job's ``site`` restored its private head and history of round ``rnd`` from the killed job.
+
+    Compared with the killed job's snapshot of round ``rnd`` (``snapshots``, copied before the resumed job ran): the
+    head file the site restored has the snapshot head's SHA-256 (the site's log names the restored file's digest),
+    and the site's final ``history.json`` starts with the snapshot's history (the killed job's records, bit for bit)
+    and holds every round of the run once.
+    """
+    from fedbip_nvflare.client.site_state import HISTORY_FILE, SiteSnapshots
+    from fedbip_nvflare.client.trainer_base import HEAD_FILE
+    from fedbip_nvflare.state_files import sha256_file
+
+    taken = SiteSnapshots(snapshots, site)
+    folder = taken.snapshot_path(run_key, rnd)
+    head, history = os.path.join(folder, HEAD_FILE), os.path.join(folder, HISTORY_FILE)
+    ok = row.check(
+        f"{site} snapshotted its head and history after round {rnd} in the killed job",
+        os.path.exists(head) and os.path.exists(history),
+        f"snapshot rounds {taken.rounds(run_key)}",
+    )
+    if not ok:
+        return
+    digest = sha256_file(head)[:16]
+    row.check(
+        f"{site} restored its round-{rnd} head bit for bit (SHA-256) in the resumed job",
+        _has_line(files.log(site), f"{site}: restored its private state after round {rnd} of run {run_key}", digest),
+        f"round-{rnd} head {digest}; killed job's snapshot rounds {taken.rounds(run_key)}",
+    )
+    with open(history) as f:
+        before = json.load(f)
+    path = os.path.join(files.site_dir(site), HISTORY_FILE)
+    after = []
+    if os.path.exists(path):
+        with open(path) as f:
+            after = json.load(f)
+    row.check(
+        f"{site}'s history keeps the killed job's rounds ≤ {rnd} and holds rounds 0..{rounds - 1}",
+        bool(before) and after[: len(before)] == before and [h["round"] for h in after] == list(range(rounds)),
+        [h.get("round") for h in after],
+    )
 
 
 # -- corrupted state ----------------------------------------------------------------------------------

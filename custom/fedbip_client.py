@@ -54,6 +54,12 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="site folder for the private head and final adapter (default: <run dir>/fedbip)",
     )
+    p.add_argument(
+        "--site-state-root",
+        default=None,
+        help="folder outside the job where the site snapshots its private state per run and round, restored when "
+        "the server resumes the run (default: fedbip_state in the site's workspace)",
+    )
     return p.parse_args()
 
 
@@ -78,16 +84,19 @@ def parse_data(entries) -> dict:
 
 
 def site_setup(args: argparse.Namespace, site: str, job_id: str):
-    """The job's data and settings with the site's ``fedbip_site.json`` applied, and the site's state folder."""
+    """The job's data and settings with the site's ``fedbip_site.json`` applied, the site's state folder, and the
+    folder of its snapshots across jobs (``--site-state-root``, else ``fedbip_state`` in the site's workspace)."""
     data, settings = parse_data(args.data), from_arguments(args)
     workspace = app_workspace(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), job_id, site)
     if workspace is None:
         logger.warning("%s: %s is not in an NVFlare site workspace: no site configuration applies", site, __file__)
-        return data, settings, args.state_dir or os.path.join(os.getcwd(), K.STATE_DIR, site)
+        state_dir = args.state_dir or os.path.join(os.getcwd(), K.STATE_DIR, site)
+        return data, settings, state_dir, args.site_state_root or os.path.join(os.getcwd(), K.SITE_STATE_DIR)
     data, settings, source = apply_site_config(workspace.get_site_config_dir(), data, settings)
     if source:
         logger.info("%s: site configuration from %s overrides the job's data/resources", site, source)
-    return data, settings, args.state_dir or os.path.join(workspace.get_run_dir(job_id), K.STATE_DIR)
+    state_dir = args.state_dir or os.path.join(workspace.get_run_dir(job_id), K.STATE_DIR)
+    return data, settings, state_dir, args.site_state_root or os.path.join(workspace.get_root_dir(), K.SITE_STATE_DIR)
 
 
 def main() -> None:
@@ -97,11 +106,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(levelname)s - %(message)s")
     flare.init()
     site = flare.get_site_name()
-    data, settings, state_dir = site_setup(args, site, flare.get_job_id())
+    data, settings, state_dir, snapshot_root = site_setup(args, site, flare.get_job_id())
     targets = tuple(args.target_modules.split(",")) if args.target_modules else default_targets(args.modality)
     lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, targets)
     logger.info("%s: loading model %s and data %s", site, args.model, data)
-    session = SiteSession(site, state_dir, args.model, data, lora, settings, modality=args.modality)
+    session = SiteSession(
+        site, state_dir, args.model, data, lora, settings, modality=args.modality, snapshot_root=snapshot_root
+    )
     writer = SummaryWriter()  # NVFlare experiment tracking: reaches the server's receiver when the job has one
 
     while flare.is_running():
@@ -109,8 +120,9 @@ def main() -> None:
         if received is None:
             break
         task = flare.get_task_name()
+        rnd = int(received.current_round or 0)
+        session.begin_task((received.meta or {}).get(K.RUN_KEY), rnd)
         if task == K.TRAIN_TASK:
-            rnd = int(received.current_round or 0)
             params, metrics, meta = session.train(received.params, rnd)
             params = in_format_of(params, received.params)  # torch back to a job that exchanges PyTorch
             for tag, value in metrics.items():

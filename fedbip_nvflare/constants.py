@@ -22,6 +22,9 @@ class FedBipKeys:
     LABEL_SPACE = "label_space"  # fingerprint of the label names: heads are combined only within one
     SITE_ERROR = "fedbip_site_error"  # header of a failed task's reply: the site's one-line reason
 
+    # metadata the server sends with each task
+    RUN_KEY = "fedbip_run_key"  # one run's id, the same in a job resumed from its state: sites key snapshots by it
+
     # results.json
     ERROR = "error"  # a client entry's reason it has no final result
     MIN_CLIENTS = "min_clients"  # the run's least number of clients that must produce results
@@ -32,6 +35,7 @@ class FedBipKeys:
 
     # files and folders
     STATE_DIR = "fedbip"
+    SITE_STATE_DIR = "fedbip_state"  # a site's snapshots of its private state, in its workspace, outside any job
     RESULTS_FILE = "results.json"
     ROUNDS_FILE = "rounds.jsonl"
     ADAPTER_FOLDER = "personalized_adapter"

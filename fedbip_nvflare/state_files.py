@@ -9,10 +9,13 @@ import hashlib
 import json
 import os
 import re
-from typing import Dict, Optional
+import uuid
+from typing import Dict, Mapping, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from fedbip_nvflare.constants import FedBipKeys as K
 
 Params = Dict[str, torch.Tensor]
 
@@ -21,7 +24,13 @@ INITIAL_FILE = "theta0.safetensors"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def _sha256(path: str) -> str:
+def safe_name(text: str) -> str:
+    """``text`` with every character but letters, digits, ``_``, ``.`` and ``-`` replaced by ``_`` (a file name)."""
+    return _SAFE_NAME.sub("_", text)
+
+
+def sha256_file(path: str) -> str:
+    """The hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -33,7 +42,7 @@ def _save_atomic(tensors: Params, path: str) -> str:
     tmp = path + ".tmp"
     save_file({n: t.detach().cpu().contiguous() for n, t in tensors.items()}, tmp)
     os.replace(tmp, path)
-    return _sha256(path)
+    return sha256_file(path)
 
 
 class ClientStateStore:
@@ -52,7 +61,7 @@ class ClientStateStore:
     @staticmethod
     def file_name(client: str) -> str:
         """File name of a client's parameters."""
-        return "client_" + _SAFE_NAME.sub("_", client) + ".safetensors"
+        return "client_" + safe_name(client) + ".safetensors"
 
     def save(self, completed_round: int, theta0: Params, thetas: Dict[str, Params], extra: Optional[dict] = None):
         """Persists the state after ``completed_round``.
@@ -105,11 +114,23 @@ class ClientStateStore:
             path = os.path.join(self.root, entry["file"])
             if not os.path.exists(path):
                 raise ValueError(f"FedBip state in {self.root} is incomplete: {entry['file']} is missing")
-            if _sha256(path) != entry["sha256"]:
+            if sha256_file(path) != entry["sha256"]:
                 raise ValueError(f"FedBip state file {path} does not match its checksum: it is corrupt, not used")
             loaded[key] = load_file(path)
         theta0 = loaded.pop("__theta0__")
         return state["round"], theta0, loaded, state.get("extra", {})
+
+
+def run_key_from(extra: Optional[Mapping] = None) -> str:
+    """The run key a run's tasks carry (``FedBipKeys.RUN_KEY``): the one in a loaded state's ``extra``, else a new one.
+
+    A run keeps its key across a server crash: the server stores it in every state it saves (``extra``) and a
+    resumed server reuses it, so sites find the private state they snapshotted under it (see
+    :mod:`fedbip_nvflare.client.site_state`). A new run, or a state saved before run keys existed, gets a fresh
+    random key (32 hex digits).
+    """
+    key = (extra or {}).get(K.RUN_KEY)
+    return str(key) if key else uuid.uuid4().hex
 
 
 UPDATES_DIR = "updates"

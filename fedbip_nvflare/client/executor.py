@@ -32,7 +32,10 @@ class FedBipExecutor(Executor):
     (unknown data keys, a missing data file or model folder, LoRA targets that match nothing) logs a clear error
     before any task and answers every task with ``EXECUTION_EXCEPTION`` (the server logs the site and goes on with
     the others). The private head is
-    saved to ``<run dir>/fedbip/head.safetensors`` after every round and never leaves the site. Each round's
+    saved to ``<run dir>/fedbip/head.safetensors`` after every round and never leaves the site. After every train task
+    the site's private state (head, round record, own model) is also snapshotted under the task's run key in
+    ``site_state_root``, outside the job, and a job that resumes the run (``resume_from``) restores it before its
+    first task (:mod:`fedbip_nvflare.client.site_state`). Each round's
     metrics go to NVFlare's experiment tracking (analytics events, step = round; a job with tracking
     forwards them to the server's receiver).
 
@@ -49,10 +52,13 @@ class FedBipExecutor(Executor):
             ``fedbip_nvflare.modalities.MODALITIES``).
         train_task_name: Name of the train task.
         validate_task_name: Name of the validate task.
+        site_state_root: Folder where the site keeps snapshots of its private state across jobs (None:
+            ``<site workspace>/fedbip_state``). NVFlare's simulator deletes its workspace when a job starts, so a
+            simulated run that is to be resumed needs a folder outside it.
 
     Raises:
-        ValueError: An unknown modality, a data configuration that is not a dict, bad LoRA settings or
-            ``settings`` that is not a TrainSettings.
+        ValueError: An unknown modality, a data configuration that is not a dict, bad LoRA settings,
+            ``settings`` that is not a TrainSettings or a ``site_state_root`` that is not a non-empty string.
     """
 
     def __init__(
@@ -67,6 +73,7 @@ class FedBipExecutor(Executor):
         modality: str = DEFAULT_MODALITY,
         train_task_name: str = K.TRAIN_TASK,
         validate_task_name: str = K.VALIDATE_TASK,
+        site_state_root: Optional[str] = None,
     ):
         super().__init__()
         get_backbone(modality)
@@ -80,6 +87,9 @@ class FedBipExecutor(Executor):
         self.settings = settings if settings is not None else TrainSettings()
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
+        self.site_state_root = site_state_root
+        if site_state_root is not None and (not isinstance(site_state_root, str) or not site_state_root):
+            raise ValueError(f"site_state_root must be a folder path or None, got {site_state_root!r}")
         if not isinstance(self.data, dict):
             raise ValueError(f"data must be a dict data configuration, got {type(self.data).__name__}")
         if not isinstance(self.settings, TrainSettings):
@@ -87,12 +97,14 @@ class FedBipExecutor(Executor):
         self._lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(self.target_modules))
         self._session: Optional[SiteSession] = None
         self._state_dir: Optional[str] = None
+        self._snapshot_root: Optional[str] = None
         self._start_error: Optional[str] = None
 
     def handle_event(self, event_type: str, fl_ctx: FLContext):
         if event_type == EventType.START_RUN:
-            run_dir = fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
-            self._state_dir = os.path.join(run_dir, K.STATE_DIR)
+            workspace = fl_ctx.get_engine().get_workspace()
+            self._state_dir = os.path.join(workspace.get_run_dir(fl_ctx.get_job_id()), K.STATE_DIR)
+            self._snapshot_root = self.site_state_root or os.path.join(workspace.get_root_dir(), K.SITE_STATE_DIR)
             try:
                 self._get_session(fl_ctx)
             except Exception as e:
@@ -108,7 +120,14 @@ class FedBipExecutor(Executor):
                 self.log_info(fl_ctx, f"site configuration from {source} overrides the job's data/resources")
             self.log_info(fl_ctx, f"loading model {self.model} and data {data} for {site}")
             self._session = SiteSession(
-                site, self._state_dir, self.model, data, self._lora, settings, modality=self.modality
+                site,
+                self._state_dir,
+                self.model,
+                data,
+                self._lora,
+                settings,
+                modality=self.modality,
+                snapshot_root=self._snapshot_root,
             )
         return self._session
 
@@ -124,17 +143,16 @@ class FedBipExecutor(Executor):
             session = self._get_session(fl_ctx)
             if abort_signal.triggered:
                 return make_reply(ReturnCode.TASK_ABORTED)
+            rnd = int(received.current_round or 0)
+            session.begin_task((received.meta or {}).get(K.RUN_KEY), rnd)
             if task_name == self.train_task_name:
-                rnd = int(received.current_round or 0)
                 params, metrics, meta = session.train(received.params, rnd)
                 track_scalars(self, fl_ctx, metrics, rnd)
                 meta[FLMetaKey.NUM_STEPS_CURRENT_ROUND] = int(metrics[K.N_EXAMPLES])
                 result = FLModel(params=params, params_type=ParamsType.FULL, metrics=metrics, meta=meta)
             else:
                 metrics, meta = session.validate(received.params)
-                track_scalars(
-                    self, fl_ctx, {"final_" + k: v for k, v in metrics.items()}, int(received.current_round or 0)
-                )
+                track_scalars(self, fl_ctx, {"final_" + k: v for k, v in metrics.items()}, rnd)
                 result = FLModel(metrics=metrics, meta=meta)
             result.current_round = received.current_round
             return FLModelUtils.to_shareable(result)

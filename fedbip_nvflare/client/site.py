@@ -7,10 +7,11 @@ re-exported here for the code that imports them from the client.
 import json
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from fedbip_nvflare.client.self_check import choose_start, save_own
 from fedbip_nvflare.client.settings import TrainSettings
+from fedbip_nvflare.client.site_state import HISTORY_FILE, SiteSnapshots
 from fedbip_nvflare.client.trainer_base import HEAD_FILE
 from fedbip_nvflare.client.trainers import TRAINERS
 from fedbip_nvflare.constants import FedBipKeys as K
@@ -23,20 +24,24 @@ __all__ = ["HISTORY_FILE", "SiteSession", "load_task_data", "to_numpy"]
 
 logger = logging.getLogger(__name__)
 
-HISTORY_FILE = "history.json"
-
 
 class SiteSession:
     """A site across rounds: the trainer (model loaded once), its private head and its output folder.
 
+    With ``snapshot_root``, the private state survives a server crash and resume (a new job with a new state
+    folder): call :meth:`begin_task` with the task's run key before each task; every train task then snapshots the
+    state under that key, and a task of a run whose state the folder does not hold restores it first (see
+    :mod:`fedbip_nvflare.client.site_state`).
+
     Args:
         site_name: This site's name.
-        state_dir: Folder for the site's private state (head) and final personalized adapter.
+        state_dir: Folder for the site's private state (head, round record) and final personalized adapter.
         model: HF model id or local folder.
         data: Data configuration (see :func:`fedbip_nvflare.data.site_data.load_task_data`).
         lora: LoRA settings.
         settings: Training settings.
         modality: What the site trains, a key of ``fedbip_nvflare.modalities.MODALITIES``.
+        snapshot_root: Folder outside the job's run folder for snapshots of the private state (None: none taken).
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class SiteSession:
         lora: LoraSettings,
         settings: TrainSettings,
         modality: str = DEFAULT_MODALITY,
+        snapshot_root: Optional[str] = None,
     ):
         self.site_name = site_name
         self.state_dir = state_dir
@@ -58,6 +64,27 @@ class SiteSession:
         self.history_path = os.path.join(state_dir, HISTORY_FILE)
         if self.trainer.load_head(self.head_path):
             logger.info("%s: loaded its private head from %s", site_name, self.head_path)
+        self.snapshots = SiteSnapshots(snapshot_root, site_name) if snapshot_root else None
+        self.run_key: Optional[str] = None
+
+    def begin_task(self, run_key: Optional[str], current_round: int) -> Optional[int]:
+        """Before a train or validate task: remembers the task's run and brings that run's private state back if the
+        state folder does not hold it (:meth:`SiteSnapshots.sync`), reloading the head.
+
+        Args:
+            run_key: The task's ``FedBipKeys.RUN_KEY`` (None: a task without one; no snapshots are taken or used).
+            current_round: The task's round (a validate task's is the number of rounds).
+
+        Returns:
+            The round whose snapshot was restored, or None.
+        """
+        self.run_key = run_key
+        if run_key is None or self.snapshots is None:
+            return None
+        restored = self.snapshots.sync(self.state_dir, run_key, current_round)
+        if restored is not None and self.trainer.load_head(self.head_path):
+            logger.info("%s: loaded its private head from %s (round %d)", self.site_name, self.head_path, restored)
+        return restored
 
     def _info(self) -> Dict[str, Any]:
         data = self.trainer.data
@@ -95,6 +122,18 @@ class SiteSession:
         if self.trainer.holdout:
             save_own(self.trainer, self.state_dir)
         self._record(current_round, metrics)
+        if self.snapshots is not None and self.run_key is not None:
+            try:
+                self.snapshots.save(self.state_dir, self.run_key, current_round)
+            except OSError as e:  # the round's result still goes back; only a later resume is worse off
+                logger.error(
+                    "%s: could not snapshot its private state after round %d in %s (%s): a resumed run would "
+                    "restore an older snapshot",
+                    self.site_name,
+                    current_round,
+                    self.snapshots.folder(self.run_key),
+                    e,
+                )
         logger.info(
             "%s round %d: received acc %.4f, train loss %.4f, %.1f examples/s",
             self.site_name,

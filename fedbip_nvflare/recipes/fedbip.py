@@ -168,6 +168,12 @@ class FedBipRecipe(Recipe):
         resume_from: A ``state`` folder of an earlier run of this job (``<server run dir>/fedbip/state``): the
             server continues after its last completed round with every client's θ̄_i as saved (checksums
             verified; a corrupt or partial state stops the job before any task). FedBip-family aggregations only.
+            The sites restore their private heads and round records from the snapshots they took in the earlier run
+            (see ``site_state_root``).
+        site_state_root: Folder where each site snapshots its private state (head, round record, own model) after
+            every round, outside the job, for a resumed run to restore (None: ``<site workspace>/fedbip_state``, for
+            the executor and the Client API script alike). NVFlare's simulator deletes its
+            workspace when a job starts: a simulated run that is to be resumed needs a folder outside it.
         lora_r: LoRA rank.
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
@@ -266,6 +272,7 @@ class FedBipRecipe(Recipe):
         max_new_tokens: int = 32,
         holdout_fraction: float = 0.0,
         resume_from: Optional[str] = None,
+        site_state_root: Optional[str] = None,
         rule: Optional[AggregationRule] = None,
     ):
         arguments = dict(locals())
@@ -298,6 +305,7 @@ class FedBipRecipe(Recipe):
             raise ValueError("model must be a Hugging Face model id or a local model folder")
         self.client = TrainSettings.pick(arguments)
         self.data = dict(data) if data is not None else {"suite": "text-tasks"}
+        self.site_state_root = site_state_root
         self.client_mode = client_mode
         self.launch_external_process = launch_external_process
         self.per_site_config = None
@@ -421,6 +429,7 @@ class FedBipRecipe(Recipe):
             target_modules=list(self.server.target_modules),
             modality=self.server.modality,
             settings=dataclasses.replace(self.client, **overrides),
+            site_state_root=self.site_state_root,
         )
 
     def _client_component(self, site_config: Dict[str, Any]):

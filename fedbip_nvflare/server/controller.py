@@ -15,7 +15,7 @@ from fedbip_nvflare.models.backbones import DEFAULT_MODALITY
 from fedbip_nvflare.server.rule import AggregationRule
 from fedbip_nvflare.server.rules import as_rule
 from fedbip_nvflare.server.settings import ServerSettings
-from fedbip_nvflare.server.state import ClientStateStore, save_round_updates
+from fedbip_nvflare.server.state import ClientStateStore, run_key_from, save_round_updates
 from fedbip_nvflare.server.targeted import TargetedTasksController
 from fedbip_nvflare.tracking import track_round_matrices
 
@@ -30,7 +30,11 @@ class FedBipController(TargetedTasksController):
     After the last round each client gets its final θ̄_i in a validate task; the server writes
     ``<run dir>/fedbip/results.json`` (per-client results), ``rounds.jsonl`` (similarity and weight
     matrices, rejections, metrics and ``aggregation_s``, the seconds ``aggregate_round`` took, per round) and
-    ``state/`` (θ̄⁰ and every θ̄_i, every round).
+    ``state/`` (θ̄⁰ and every θ̄_i, every round, and the run's key).
+
+    Every task carries the run's key (``FedBipKeys.RUN_KEY``), new for a new run and the persisted one when resuming
+    (``resume_from``), so the sites restore the private state (heads, round records) they snapshotted in the crashed
+    job (:mod:`fedbip_nvflare.client.site_state`).
 
     A client that fails, times out or returns an invalid update (NaN/Inf, wrong names or shapes) is
     logged and treated as not having reported: it keeps its θ̄_i and rejoins next round.
@@ -91,6 +95,7 @@ class FedBipController(TargetedTasksController):
         self.theta0: Params = {}
         self.thetas: Dict[str, Params] = {}
         self.client_info: Dict[str, dict] = {}
+        self.run_key: Optional[str] = None
 
     # -- helpers -------------------------------------------------------------------------------
     def _accept(self, rnd: int, sent: Dict[str, Params], results: Dict[str, FLModel]):
@@ -191,23 +196,27 @@ class FedBipController(TargetedTasksController):
         if self.resume_from:
             last, self.theta0, self.thetas, extra = ClientStateStore(self.resume_from).load()
             self.client_info = extra.get("client_info", {})
+            self.run_key = run_key_from(extra)
             start_round = last + 1
             self.info(f"resumed from {self.resume_from} after round {last} with {len(self.thetas)} client states")
         else:
+            self.run_key = run_key_from()
             head_labels = self.num_labels if self.federate_head else None
             self.theta0 = initial_adapter(
                 resolve_model_path(self.model), self._lora, self.seed, head_labels, self.modality
             )
         self.info(
             f"FedBip: {len(self.theta0)} federated tensors, "
-            f"{sum(t.numel() for t in self.theta0.values())} parameters"
+            f"{sum(t.numel() for t in self.theta0.values())} parameters, run key {self.run_key}"
         )
 
         for rnd in range(start_round, self.num_rounds):
             self.info(f"FedBip round {rnd + 1}/{self.num_rounds}")
             clients = self.sample_clients()
             sent = {c: self.thetas.get(c, self.theta0) for c in clients}
-            results = self.send_to_each(self.train_task_name, rnd, sent, self.train_timeout, self.num_rounds)
+            results = self.send_to_each(
+                self.train_task_name, rnd, sent, self.train_timeout, self.num_rounds, self.run_key
+            )
             if self.abort_signal.triggered:
                 return
             accepted, rejected = self._accept(rnd, sent, results)
@@ -228,7 +237,7 @@ class FedBipController(TargetedTasksController):
             with open(os.path.join(out_dir, K.ROUNDS_FILE), "a") as f:
                 f.write(json.dumps(record) + "\n")
             self._log_round(rnd, record)
-            store.save(rnd, self.theta0, self.thetas, extra={"client_info": self.client_info})
+            store.save(rnd, self.theta0, self.thetas, extra={"client_info": self.client_info, K.RUN_KEY: self.run_key})
 
         self._final_validation()
 
@@ -246,7 +255,9 @@ class FedBipController(TargetedTasksController):
     def _final_validation(self):
         clients = self.sample_clients()
         final = {c: self.thetas.get(c, self.theta0) for c in clients}
-        validated = self.send_to_each(self.validate_task_name, self.num_rounds, final, self.validate_timeout, None)
+        validated = self.send_to_each(
+            self.validate_task_name, self.num_rounds, final, self.validate_timeout, None, self.run_key
+        )
         options = {
             "aggregation": self.rule.name,
             **self.rule.options(),

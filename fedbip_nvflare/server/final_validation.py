@@ -13,7 +13,7 @@ class FinalValidation(TargetedTasksController):
 
     Runs after NVFlare's ``FedAvg`` in the FedAvg baseline, so its results have the same schema as FedBip's
     (the sites report their round-0 accuracy and history themselves). After a workflow with FedBip dropped
-    in (``fedbip_aggregator`` set), each client instead gets its own final θ̄_i from that aggregator.
+    in (``fedbip_aggregator`` set), each client instead gets its own final θ̄_i from that aggregator, with its run key.
 
     Args:
         method: Method name written to the results.
@@ -56,11 +56,15 @@ class FinalValidation(TargetedTasksController):
                 return
             payloads = aggregator.final_models(clients)
             options = {"workflow": "nvflare workflow + FedBip drop-in", **aggregator.options()}
+            run_key = aggregator.run_key
         else:
             model = self.load_model()
             if model is None:
                 return
             payloads = {c: dict(model.params) for c in clients}
             options = {"workflow": "nvflare FedAvg"}
-        validated = self.send_to_each(self.validate_task_name, self.num_rounds, payloads, self.validate_timeout, None)
+            run_key = None
+        validated = self.send_to_each(
+            self.validate_task_name, self.num_rounds, payloads, self.validate_timeout, None, run_key
+        )
         self.write_results(self.method, self.num_rounds, options, {}, validated, clients, self.min_clients)

@@ -30,7 +30,7 @@ from fedbip_nvflare.core import check_update
 from fedbip_nvflare.models import is_head
 from fedbip_nvflare.server.rule import AggregationRule
 from fedbip_nvflare.server.rules import as_rule
-from fedbip_nvflare.server.state import ClientStateStore, save_round_updates
+from fedbip_nvflare.server.state import ClientStateStore, run_key_from, save_round_updates
 from fedbip_nvflare.tracking import track_round_matrices
 
 Params = Dict[str, torch.Tensor]
@@ -101,6 +101,13 @@ class FedBipModelAggregator(ModelAggregator):
     (persistor, model selection, cross-site evaluation). A client seen for the first time gets θ̄⁰ (the
     first model the workflow sent), not the consensus, as in ``FedBipController``.
 
+    The run's key (``FedBipKeys.RUN_KEY``, kept in the persisted state and reused with ``resume_from``) goes with
+    every personalized model, so sites running FedBip's executor or Client API script snapshot their private state
+    under it. A site whose state folder does not hold the run's state restores its snapshot of the last round before
+    the task's round, so resume the workflow at the round after the persisted one (``FedAvg``/``ScatterAndGather``
+    ``start_round``): a workflow that starts again at round 0 finds no earlier snapshot, and the sites go on with the
+    state they have.
+
     Args:
         rule: The aggregation rule: an ``AggregationRule`` (e.g. ``FedBipRule(layerwise=True)`` or a baseline), a
             name registered in ``fedbip_nvflare.server.rules.RULES`` (default options), or None for
@@ -148,6 +155,7 @@ class FedBipModelAggregator(ModelAggregator):
         self._sent: Dict[str, Tuple[Optional[int], Params]] = {}
         self._template: Dict[str, Any] = {}
         self._engine: Optional[Any] = None
+        self._run_key: Optional[str] = None
         self._reset_round()
         with _REGISTRY_LOCK:
             _AGGREGATORS[aggregator_name] = weakref.ref(self)
@@ -171,9 +179,19 @@ class FedBipModelAggregator(ModelAggregator):
             run_dir = fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
             self._out_dir = os.path.join(run_dir, K.STATE_DIR)
             if self.resume_from:
-                last, self.theta0, self.thetas, _ = ClientStateStore(self.resume_from).load()
+                last, self.theta0, self.thetas, extra = ClientStateStore(self.resume_from).load()
                 self._next_round = last + 1
+                self._run_key = run_key_from(extra)
                 self.log_info(fl_ctx, f"resumed FedBip state from {self.resume_from} (after round {last})")
+
+    @property
+    def run_key(self) -> str:
+        """The run's key (the resumed state's, else a new one made on first use); sites snapshot their private state
+        under it."""
+        with self._lock:
+            if self._run_key is None:
+                self._run_key = run_key_from()
+            return self._run_key
 
     def personalize(self, client: str, outgoing: Mapping[str, Any], rnd: Optional[int]) -> Dict[str, Any]:
         """The model ``client`` gets instead of ``outgoing``: its θ̄_i (θ̄⁰ if new), in ``outgoing``'s format.
@@ -335,7 +353,9 @@ class FedBipModelAggregator(ModelAggregator):
         os.makedirs(self._out_dir, exist_ok=True)
         with open(os.path.join(self._out_dir, K.ROUNDS_FILE), "a") as f:
             f.write(json.dumps(record) + "\n")
-        ClientStateStore(os.path.join(self._out_dir, "state")).save(rnd, self.theta0, self.thetas)
+        ClientStateStore(os.path.join(self._out_dir, "state")).save(
+            rnd, self.theta0, self.thetas, extra={K.RUN_KEY: self.run_key}
+        )
 
 
 def _is_number(value: Any) -> bool:
@@ -343,7 +363,8 @@ def _is_number(value: Any) -> bool:
 
 
 class FedBipPersonalizationFilter(Filter):
-    """Server TASK_DATA filter: replaces the outgoing global model with the recipient's own θ̄_i.
+    """Server TASK_DATA filter: replaces the outgoing global model with the recipient's own θ̄_i, and adds the run's
+    key (``FedBipKeys.RUN_KEY``) to its meta.
 
     NVFlare runs server task-data filters once per recipient, with the recipient in the context's peer; this
     filter asks the job's :class:`FedBipModelAggregator` for that client's model. Tasks other than
@@ -384,4 +405,5 @@ class FedBipPersonalizationFilter(Filter):
         aggregator.bind(fl_ctx)
         rnd = shareable.get_header(AppConstants.CURRENT_ROUND)
         personal = aggregator.personalize(client, dxo.data, None if rnd is None else int(rnd))
-        return DXO(data_kind=dxo.data_kind, data=personal, meta=dict(dxo.meta)).update_shareable(shareable)
+        meta = {**dxo.meta, K.RUN_KEY: aggregator.run_key}
+        return DXO(data_kind=dxo.data_kind, data=personal, meta=meta).update_shareable(shareable)

@@ -6,7 +6,16 @@ from fedbip_nvflare.state_files import (
     UPDATES_DIR,
     ClientStateStore,
     Params,
+    run_key_from,
     save_round_updates,
 )
 
-__all__ = ["INITIAL_FILE", "STATE_FILE", "UPDATES_DIR", "ClientStateStore", "Params", "save_round_updates"]
+__all__ = [
+    "INITIAL_FILE",
+    "STATE_FILE",
+    "UPDATES_DIR",
+    "ClientStateStore",
+    "Params",
+    "run_key_from",
+    "save_round_updates",
+]

@@ -51,7 +51,13 @@ class TargetedTasksController(ModelController, ABC):
         return os.path.join(self.get_run_dir(), K.STATE_DIR)
 
     def send_to_each(
-        self, task_name: str, rnd: int, payloads: Mapping[str, Params], timeout: int, total_rounds: Optional[int]
+        self,
+        task_name: str,
+        rnd: int,
+        payloads: Mapping[str, Params],
+        timeout: int,
+        total_rounds: Optional[int],
+        run_key: Optional[str] = None,
     ) -> Dict[str, FLModel]:
         """Sends each client only its own payload, as a separate targeted task, and waits for all of them.
 
@@ -61,6 +67,8 @@ class TargetedTasksController(ModelController, ABC):
             payloads: ``{client: params}``; a client receives nothing but its own entry.
             timeout: Seconds per task (0: no limit).
             total_rounds: Number of rounds put on the task.
+            run_key: The run's key, put in the task's meta as ``FedBipKeys.RUN_KEY`` (None: none); sites key the
+                snapshots of their private state by it.
 
         Returns:
             ``{client: result}`` for the clients whose result was accepted (failed, timed out or aborted
@@ -74,7 +82,11 @@ class TargetedTasksController(ModelController, ABC):
 
         for client, params in payloads.items():
             data = FLModel(
-                params=to_numpy(params), params_type=ParamsType.FULL, current_round=rnd, total_rounds=total_rounds
+                params=to_numpy(params),
+                params_type=ParamsType.FULL,
+                current_round=rnd,
+                total_rounds=total_rounds,
+                meta={K.RUN_KEY: run_key} if run_key else {},
             )
             self.send_model(
                 task_name=task_name, data=data, targets=[client], min_responses=1, timeout=timeout, callback=collect

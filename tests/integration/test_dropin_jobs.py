@@ -1,7 +1,8 @@
 """FedBip dropped into stock NVFlare workflows, run for real: FedAvgRecipe in SimEnv and a ScatterAndGather
 config job with `nvflare simulator`, and NVFlare's PyTorch FedAvgRecipe (PTFileModelPersistor, torch tensors both
 ways) with TensorBoard tracking. Every site logs a fingerprint of each model it receives; each must be
-the site's own personalized model. The drop-in path must give the same per-client models as FedBipController.
+the site's own personalized model. The drop-in path must give the same per-client models as FedBipController, and
+with either server the sites snapshot their private state under the run key the server sends.
 """
 
 import json
@@ -21,6 +22,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.dirname(sys.executable)
 SITES = ["site-1", "site-2"]
 TINY = {"n_train": 16, "n_test": 16, "seed": 0}
+
+
+def assert_sites_snapshotted_under_the_run_key(job_root: str, server_run: str, rounds: int) -> None:
+    """Every Client API site snapshotted each round under the run key the server keeps in its state
+    (``fedbip_state`` in the script's working directory, the site's simulator workspace)."""
+    from fedbip_nvflare.client.site_state import SiteSnapshots
+    from fedbip_nvflare.constants import FedBipKeys as K
+    from fedbip_nvflare.server.state import ClientStateStore
+
+    run_key = ClientStateStore(os.path.join(server_run, "fedbip", "state")).load()[3][K.RUN_KEY]
+    for site in SITES:
+        snapshots = SiteSnapshots(os.path.join(job_root, site, K.SITE_STATE_DIR), site)
+        assert snapshots.rounds(run_key) == list(range(rounds)), site
 
 
 def _run(cmd, cwd=REPO, timeout=600):
@@ -48,6 +62,7 @@ def test_fedavg_recipe_with_fedbip_dropped_in_equals_the_controller(tmp_path, mi
         results = json.load(f)
     assert results["method"] == "fedbip-dropin" and sorted(results["clients"]) == SITES
     assert all(0.0 <= info["accuracy"] <= 1.0 for info in results["clients"].values())
+    assert_sites_snapshotted_under_the_run_key(os.path.join(str(workspace), "fedavg_dropin"), dropin_server, rounds)
 
     recipe = FedBipRecipe(
         name="controller",
@@ -61,6 +76,9 @@ def test_fedavg_recipe_with_fedbip_dropped_in_equals_the_controller(tmp_path, mi
     )
     recipe.execute(SimEnv(num_clients=2, workspace_root=str(tmp_path / "controller")))
     controller_server = os.path.join(str(tmp_path / "controller"), "controller", "server", "simulate_job")
+    assert_sites_snapshotted_under_the_run_key(
+        os.path.join(str(tmp_path / "controller"), "controller"), controller_server, rounds
+    )
     for rnd in range(rounds):
         for site in SITES:
             a, b = sent_model(dropin_server, rnd, site), sent_model(controller_server, rnd, site)

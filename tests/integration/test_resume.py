@@ -1,7 +1,9 @@
 """Server crash + resume in real SimEnv jobs, and damaged state folders (benchmarks.faults' scenarios).
 
 The crashed job's whole process tree is killed after round 0 was persisted (round 1 in flight); the same job restarts
-with ``resume_from`` the persisted state and must continue at round 1 with every client's θ̄_i bit-exact. Damaged
+with ``resume_from`` the persisted state and must continue at round 1 with every client's θ̄_i bit-exact, and every
+site must restore its private head (same SHA-256 as its round-0 snapshot in the killed job) and its round history
+(the killed job's round-0 record) from the snapshots it took outside the job. Damaged
 copies of a state must never be used: a corrupted tensor file stops a real job at the server's start, before any
 site trains; truncated files are refused by the state store with a clear error.
 """
@@ -32,8 +34,15 @@ def resumed(work, minilm_path):
 def test_server_crash_and_resume_is_bit_exact(resumed):
     (row,) = resumed
     names = " ".join(c["check"] for c in row.checks)
-    for expected in ("persisted", "continued at round 1", "bit-exact", "every site validated", "no process"):
+    for expected in ("persisted", "run key", "continued at round 1", "bit-exact", "every site validated", "no process"):
         assert expected in names, names
+    for site in faults.SITES[:3]:
+        for expected in (
+            f"{site} snapshotted its head and history after round 0 in the killed job",
+            f"{site} restored its round-0 head bit for bit (SHA-256) in the resumed job",
+            f"{site}'s history keeps the killed job's rounds ≤ 0 and holds rounds 0..2",
+        ):
+            assert expected in names, names
     assert not _failed(resumed), _failed(resumed)
 
 

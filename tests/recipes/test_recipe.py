@@ -182,3 +182,18 @@ def test_a_per_site_config_beyond_the_simulated_sites_is_refused():
 def test_a_suite_of_another_modality_fails_at_construction():
     with pytest.raises(ValueError, match="'vision-domains' is not a text suite"):
         FedBipRecipe(data={"suite": "vision-domains"})
+
+
+def test_site_state_root_reaches_the_executor_and_the_client_script(tmp_path):
+    _, configs = _export(FedBipRecipe(name="fb_state", site_state_root="/srv/fedbip_state"), tmp_path / "executor")
+    args = configs["app/config/config_fed_client.json"]["executors"][0]["executor"]["args"]
+    assert args["site_state_root"] == "/srv/fedbip_state"
+    _, configs = _export(FedBipRecipe(name="fb_default"), tmp_path / "default")
+    args = configs["app/config/config_fed_client.json"]["executors"][0]["executor"]["args"]
+    assert args.get("site_state_root") is None, "None: the site's workspace decides"
+    _, configs = _export(
+        FedBipRecipe(name="fb_api", client_mode="client_api", site_state_root="/srv/s"), tmp_path / "a"
+    )
+    assert "--site-state-root /srv/s" in json.dumps(configs["app/config/config_fed_client.json"])
+    with pytest.raises(ValueError, match="site_state_root"):
+        FedBipRecipe(site_state_root="")

@@ -76,6 +76,7 @@ class Call:
     min_responses: Optional[int] = None
     timeout: Optional[int] = None
     params_type: object = None
+    meta: dict = field(default_factory=dict)  # the task's meta (the run key)
 
 
 @dataclass
@@ -102,6 +103,7 @@ class FakeSites:
             min_responses=min_responses,
             timeout=timeout,
             params_type=data.params_type,
+            meta=dict(data.meta or {}),
         )
         self.calls.append(call)
         if task_name == ctl.validate_task_name:

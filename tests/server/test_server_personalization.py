@@ -320,3 +320,28 @@ def test_heads_of_different_label_spaces_fail_the_round_with_an_error_naming_the
     ):
         system.round(0, theta0, spaces=spaces, tamper=tamper)
     assert not aggregator.thetas, "no client's model mixed heads of different label spaces"
+
+
+def test_the_filter_sends_the_run_key_that_the_state_keeps_and_a_resume_reuses(tmp_path):
+    theta0 = make_theta0()
+    first = FedBipModelAggregator(aggregator_name="keyed")
+    system = FakeSystem(str(tmp_path / "run1"), first)
+
+    def sent_key(system: FakeSystem, client: str, rnd: int) -> str:
+        shareable = DXO(DataKind.WEIGHTS, {n: t.numpy().copy() for n, t in theta0.items()}).to_shareable()
+        shareable.set_header(AppConstants.CURRENT_ROUND, rnd)
+        ctx = FakeContext(system.root, client)
+        ctx.set_prop(ReservedKey.ENGINE, system.engine, private=True, sticky=False)
+        return from_shareable(system.filter.process(shareable, ctx)).meta[K.RUN_KEY]
+
+    key = sent_key(system, "site-1", 0)
+    assert len(key) == 32 and key == first.run_key
+    assert {sent_key(system, c, 0) for c in SITES} == {key}
+    system.round(0, theta0)
+    state = os.path.join(str(tmp_path / "run1"), "job", "fedbip", "state")
+    assert ClientStateStore(state).load()[3] == {K.RUN_KEY: key}
+
+    resumed = FedBipModelAggregator(resume_from=state, aggregator_name="keyed-resumed")
+    assert sent_key(FakeSystem(str(tmp_path / "run2"), resumed), "site-2", 1) == key
+    fresh = FedBipModelAggregator(aggregator_name="keyed-fresh")
+    assert sent_key(FakeSystem(str(tmp_path / "run3"), fresh), "site-2", 0) != key

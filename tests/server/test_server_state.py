@@ -7,6 +7,7 @@ import pytest
 import torch
 from fedbip_fakes import SITES, accuracy_local, make_theta0
 
+from fedbip_nvflare.constants import FedBipKeys as K
 from fedbip_nvflare.server import ClientStateStore
 
 
@@ -159,3 +160,37 @@ def test_resume_after_the_last_round_only_validates(make_harness):
     for call in again.sites.validate_calls():
         site = call.targets[0]
         assert_params_equal({n: torch.from_numpy(a) for n, a in call.params.items()}, first.controller.thetas[site])
+
+
+# -- the run key ------------------------------------------------------------------------------------------
+def _run_keys(harness) -> set:
+    return {c.meta.get(K.RUN_KEY) for c in harness.sites.calls}
+
+
+def test_every_task_carries_the_run_key_that_the_state_keeps(make_harness):
+    first = make_harness(num_rounds=2, name="first").run()
+    (key,) = _run_keys(first)
+    assert isinstance(key, str) and len(key) == 32, "one new key for the whole run, on train and validate tasks"
+    assert {c.task for c in first.sites.calls} == {"train", "validate"}
+    assert ClientStateStore(first.state_dir).load()[3][K.RUN_KEY] == key
+    other = make_harness(num_rounds=1, name="other").run()
+    assert _run_keys(other) != {key}, "another run gets another key"
+
+
+def test_a_resumed_run_keeps_the_crashed_runs_key(make_harness):
+    first = make_harness(num_rounds=1, name="first").run()
+    (key,) = _run_keys(first)
+    resumed = make_harness(num_rounds=3, name="resumed", resume_from=first.state_dir).run()
+    assert _run_keys(resumed) == {key}
+    assert ClientStateStore(resumed.state_dir).load()[3][K.RUN_KEY] == key
+    again = make_harness(num_rounds=3, name="again", resume_from=first.state_dir).run()
+    assert again.sites.train_calls()[0].round == 1 and _run_keys(again) == {key}
+
+
+def test_a_state_without_a_run_key_resumes_with_a_new_one(make_harness):
+    first = make_harness(num_rounds=1, name="first").run()
+    theta0, thetas = ClientStateStore(first.state_dir).load()[1:3]
+    ClientStateStore(first.state_dir).save(0, theta0, thetas, extra={})  # saved before run keys existed
+    resumed = make_harness(num_rounds=2, name="resumed", resume_from=first.state_dir).run()
+    (key,) = _run_keys(resumed)
+    assert key and key not in _run_keys(first)
