@@ -106,7 +106,8 @@ def test_the_moved_job_runs_with_the_sites_own_configuration(tmp_path, minilm_pa
         capture_output=True,
         text=True,
         timeout=600,
-        env=os.environ.copy(),
+        # a site's `python3` is the one its package is installed in (an external-process trainer runs `python3`)
+        env=dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", "")),
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
