@@ -2,7 +2,8 @@
 
 python -m benchmarks.performance_page --write benchmarks/results/performance.md --readme README.md
 
-Reads ``aggregation.json``, ``end_to_end/end_to_end.json``, ``throughput/throughput.json`` and ``gpu-h200/*.json``
+Reads ``aggregation.json``, ``end_to_end/end_to_end.json``, ``throughput/throughput.json``, ``sim_scale/sim_scale.json``
+and ``gpu-h200/*.json``
 under ``--results`` (default ``benchmarks/results/performance``) and prints (or writes) the page: every file's
 command, commit and machine, flagged "untraceable: rerun" where its commit is missing, unknown here, or does not
 hold the version of the script that made it (the script as of the commit that committed the file); the targets
@@ -36,6 +37,7 @@ SCRIPTS = {
     "aggregation": "benchmarks/aggregation.py",
     "end_to_end": "benchmarks/end_to_end.py",
     "throughput": "benchmarks/throughput.py",
+    "sim_scale": "benchmarks/sim_scale.py",
 }
 ScriptAt = Callable[[str, str], Optional[str]]
 
@@ -273,6 +275,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
 def find_sources(results: str = RESULTS, root: str = REPO) -> Dict[str, Source]:
     """Every JSON the page reads, by path relative to ``root``."""
     patterns = ["aggregation.json", "end_to_end/end_to_end.json", "throughput/throughput.json", "gpu-*/*.json"]
+    patterns.append("sim_scale/sim_scale.json")
     paths = sorted({p for pat in patterns for p in glob.glob(os.path.join(root, results, pat))})
     return {os.path.relpath(p, root): load_source(os.path.relpath(p, root), root) for p in paths}
 
@@ -427,6 +430,36 @@ def throughput_lines(source: Source) -> List[str]:
     ]
 
 
+def sim_scale_lines(source: Source) -> List[str]:
+    """Clients × simulator threads: whether the job completed, wall time, peak memory and processes."""
+    rows = [
+        [
+            r["clients"],
+            r["threads"],
+            "yes" if r.get("completed") else "no",
+            r.get("clients_with_result"),
+            num(r["wall_time_s"]),
+            num(r["peak_pss_mib"]),
+            r.get("peak_processes"),
+        ]
+        for r in source.data.get("runs", [])
+    ]
+    header = (
+        "clients",
+        "threads",
+        "completed",
+        "clients with a result",
+        "wall time (s)",
+        "peak PSS (MiB)",
+        "processes",
+    )
+    config = ", ".join(f"{k}={v}" for k, v in source.data.get("config", {}).items())
+    lines = [f"From {source.cite} ({config}): one run per row; memory is the PSS of all the job's processes.", ""]
+    if source.data.get("note"):
+        lines += [f"Note in the file: {source.data['note']}.", ""]
+    return lines + table(header, rows)
+
+
 METHOD = """\
 What each benchmark measures (the commands are in the provenance table):
 
@@ -480,6 +513,8 @@ def page(sources: Mapping[str, Source], command: str) -> str:
             section, body = "End to end: FedBip against NVFlare's FedAvg", end_to_end_lines(source)
         elif name.startswith("throughput"):
             section, body = f"Client training throughput ({device_of(source)}, {name})", throughput_lines(source)
+        elif name.startswith("sim_scale"):
+            section, body = "Many clients on few simulator threads", sim_scale_lines(source)
         else:
             continue
         lines += ["", f"## {section}", "", *body]
