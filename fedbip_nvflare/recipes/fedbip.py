@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import importlib.util
 import inspect
 import json
 import os
@@ -25,9 +26,8 @@ from fedbip_nvflare.tracking import validate_tracking
 
 PACKAGE = "fedbip_nvflare"
 CLIENT_MODES = ("executor", "client_api")
-CLIENT_SCRIPT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "custom", "fedbip_client.py"
-)
+# The Client API script the recipe ships: the package's own module file, so it exists in every install
+CLIENT_SCRIPT = importlib.util.find_spec("fedbip_nvflare.client.fedbip_client").origin
 # The recipe's keywords that are options of a rule (FedBipRule's, FedAvgRule's server_learning_rate): set to
 # anything but their default, they go to the rule ``aggregation`` names, which refuses options it does not take.
 RULE_KEYWORDS = (
@@ -195,7 +195,8 @@ class FedBipRecipe(Recipe):
         train_timeout: Seconds per train task (0: no limit).
         validate_timeout: Seconds for the final validate task (0: no limit).
         client_mode: "executor" (in-process ``FedBipExecutor``, installed package) or "client_api"
-            (the Client API script ``custom/fedbip_client.py``, shipped with the job as custom code).
+            (the Client API script ``fedbip_nvflare/client/fedbip_client.py``, shipped with the job as the custom
+            code ``custom/fedbip_client.py``).
         launch_external_process: With ``client_mode="client_api"``, run the script in its own process.
         per_site_config: ``{site: {"data": {...}, "num_threads": ..., "batch_size": ..., "local_epochs": ...}}``.
         log_updates: Server saves what each client was sent and returned every round.
