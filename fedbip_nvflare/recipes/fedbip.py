@@ -79,9 +79,29 @@ class CustomScriptRunner(ScriptRunner):
         super().__init__(script=os.path.basename(script), **kwargs)
         self.source = os.path.abspath(script)
 
+    @classmethod
+    def like(cls, runner: ScriptRunner) -> "CustomScriptRunner":
+        """A runner with the settings of ``runner`` (a ``ScriptRunner`` that names its script by path) that ships
+        the script as this class does."""
+        names = [n for n in inspect.signature(ScriptRunner.__init__).parameters if n != "self"]
+        return cls(**{n: getattr(runner, "_" + n) for n in names})  # ScriptRunner keeps each argument as _<name>
+
     def add_to_fed_job(self, job, ctx, **kwargs):
         job.add_file_source(self.source, None, "custom", ctx)
         return super().add_to_fed_job(_ResourcesAdded(job), ctx, **kwargs)
+
+
+class ShipsClientScript:
+    """Mixin for NVFlare's ``FedAvgRecipe`` (and its framework variants) whose client script travels with the job.
+
+    Those recipes build each site's ``ScriptRunner`` in ``_create_client_runner`` from ``train_script``; given an
+    absolute path, the exported job names that path of the machine that built it. With this mixin first among its
+    bases, the recipe's runners are :class:`CustomScriptRunner` s, which ship the script at the top of the app's
+    ``custom/`` folder and name it relative to it: ``class Recipe(ShipsClientScript, FedAvgRecipe)``.
+    """
+
+    def _create_client_runner(self, site_config: Dict) -> ScriptRunner:
+        return CustomScriptRunner.like(super()._create_client_runner(site_config))
 
 
 class _ResourcesAdded:
