@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import importlib.util
 import inspect
 import json
 import os
@@ -25,9 +26,8 @@ from fedbip_nvflare.tracking import validate_tracking
 
 PACKAGE = "fedbip_nvflare"
 CLIENT_MODES = ("executor", "client_api")
-CLIENT_SCRIPT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "custom", "fedbip_client.py"
-)
+# The Client API script the recipe ships: the package's own module file, so it exists in every install
+CLIENT_SCRIPT = importlib.util.find_spec("fedbip_nvflare.client.fedbip_client").origin
 # The recipe's keywords that are options of a rule (FedBipRule's, FedAvgRule's server_learning_rate): set to
 # anything but their default, they go to the rule ``aggregation`` names, which refuses options it does not take.
 RULE_KEYWORDS = (
@@ -79,9 +79,29 @@ class CustomScriptRunner(ScriptRunner):
         super().__init__(script=os.path.basename(script), **kwargs)
         self.source = os.path.abspath(script)
 
+    @classmethod
+    def like(cls, runner: ScriptRunner) -> "CustomScriptRunner":
+        """A runner with the settings of ``runner`` (a ``ScriptRunner`` that names its script by path) that ships
+        the script as this class does."""
+        names = [n for n in inspect.signature(ScriptRunner.__init__).parameters if n != "self"]
+        return cls(**{n: getattr(runner, "_" + n) for n in names})  # ScriptRunner keeps each argument as _<name>
+
     def add_to_fed_job(self, job, ctx, **kwargs):
         job.add_file_source(self.source, None, "custom", ctx)
         return super().add_to_fed_job(_ResourcesAdded(job), ctx, **kwargs)
+
+
+class ShipsClientScript:
+    """Mixin for NVFlare's ``FedAvgRecipe`` (and its framework variants) whose client script travels with the job.
+
+    Those recipes build each site's ``ScriptRunner`` in ``_create_client_runner`` from ``train_script``; given an
+    absolute path, the exported job names that path of the machine that built it. With this mixin first among its
+    bases, the recipe's runners are :class:`CustomScriptRunner` s, which ship the script at the top of the app's
+    ``custom/`` folder and name it relative to it: ``class Recipe(ShipsClientScript, FedAvgRecipe)``.
+    """
+
+    def _create_client_runner(self, site_config: Dict) -> ScriptRunner:
+        return CustomScriptRunner.like(super()._create_client_runner(site_config))
 
 
 class _ResourcesAdded:
@@ -195,7 +215,8 @@ class FedBipRecipe(Recipe):
         train_timeout: Seconds per train task (0: no limit).
         validate_timeout: Seconds for the final validate task (0: no limit).
         client_mode: "executor" (in-process ``FedBipExecutor``, installed package) or "client_api"
-            (the Client API script ``custom/fedbip_client.py``, shipped with the job as custom code).
+            (the Client API script ``fedbip_nvflare/client/fedbip_client.py``, shipped with the job as the custom
+            code ``custom/fedbip_client.py``).
         launch_external_process: With ``client_mode="client_api"``, run the script in its own process.
         per_site_config: ``{site: {"data": {...}, "num_threads": ..., "batch_size": ..., "local_epochs": ...}}``.
         log_updates: Server saves what each client was sent and returned every round.

@@ -1,7 +1,8 @@
 """FedBip dropped into NVFlare's stock FedAvgRecipe: one call turns the FedAvg job into a personalized one.
 
-The clients run FedBip's Client API script (custom/fedbip_client.py) and return DIFFs, as many FedAvg jobs do;
-the server keeps one personalized adapter per client and sends each client only its own.
+The clients run FedBip's Client API script (shipped with the job as custom/fedbip_client.py, named relative to the
+app's custom folder) and return DIFFs, as many FedAvg jobs do; the server keeps one personalized adapter per client
+and sends each client only its own.
 
 With ``--exchange pytorch`` the job is NVFlare's PyTorch FedAvgRecipe instead: its PTFileModelPersistor serves θ̄⁰
 from ``fedbip_nvflare.models.AdapterModule`` and saves the consensus as a .pt file, and torch tensors travel both
@@ -24,12 +25,16 @@ from nvflare.recipe.sim_env import SimEnv
 from fedbip_nvflare import add_fedbip_personalization
 from fedbip_nvflare.client.audit import ReceivedModelLog
 from fedbip_nvflare.data import check_data_config
-from fedbip_nvflare.recipes.fedbip import CLIENT_SCRIPT, client_script_args
+from fedbip_nvflare.recipes.fedbip import CLIENT_SCRIPT, ShipsClientScript, client_script_args
 from fedbip_nvflare.results import format_table, run_job, write_results
 from fedbip_nvflare.server.persistor import AdapterPersistor
 from fedbip_nvflare.tracking import TRACKING_TYPES
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class DropinRecipe(ShipsClientScript, FedAvgRecipe):
+    """NVFlare's FedAvgRecipe, shipping FedBip's Client API script with the job."""
 
 
 def parse_args():
@@ -62,7 +67,8 @@ def parse_args():
 
 
 def build_recipe(args) -> FedAvgRecipe:
-    """NVFlare's own FedAvgRecipe (or its PyTorch variant) on FedBip's Client API script, with FedBip dropped in."""
+    """NVFlare's own FedAvgRecipe (or its PyTorch variant) on FedBip's Client API script, with FedBip dropped in;
+    the script travels with the job (``ShipsClientScript``), so the exported job names no path of this machine."""
     client = {
         "model": args.model,
         "data": check_data_config(
@@ -89,11 +95,14 @@ def build_recipe(args) -> FedAvgRecipe:
     if args.exchange == "pytorch":
         from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe as PTFedAvgRecipe
 
+        class PTDropinRecipe(ShipsClientScript, PTFedAvgRecipe):
+            """NVFlare's PyTorch FedAvgRecipe, shipping FedBip's Client API script with the job."""
+
         # NVFlare builds PTFileModelPersistor(model=AdapterModule(...)) with numpy conversion off for PYTORCH
         adapter = {"path": "fedbip_nvflare.models.AdapterModule", "args": {"model": args.model, "seed": args.seed}}
-        recipe = PTFedAvgRecipe(model=adapter, server_expected_format=ExchangeFormat.PYTORCH, **common)
+        recipe = PTDropinRecipe(model=adapter, server_expected_format=ExchangeFormat.PYTORCH, **common)
     else:
-        recipe = FedAvgRecipe(
+        recipe = DropinRecipe(
             framework=FrameworkType.RAW, model_persistor=AdapterPersistor(model=args.model, seed=args.seed), **common
         )
     if args.tracking is not None:

@@ -1,7 +1,6 @@
 """The Client API job travels: its folder names no path of the author's machine, it runs after being moved elsewhere
 (in process and as an external process), and the script applies each site's own ``local/fedbip_site.json``."""
 
-import filecmp
 import json
 import os
 import shutil
@@ -9,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from exported_jobs import assert_names_no_local_path, assert_ships_the_script
 
 from fedbip_nvflare.client.site_config import SITE_CONFIG_FILE
 from fedbip_nvflare.constants import FedBipKeys as K
@@ -40,39 +40,14 @@ def _export(folder, external: bool) -> str:
     return os.path.join(str(folder), NAME)
 
 
-def _json_strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _json_strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _json_strings(v)
-
-
 @pytest.mark.parametrize("external", [False, True], ids=["in-process", "external-process"])
 def test_the_exported_job_ships_its_script_and_names_no_local_path(tmp_path, external):
     job = _export(tmp_path / "export", external)
     machine_paths = {REPO, os.path.realpath(REPO), str(tmp_path), os.path.expanduser("~"), sys.prefix}
-    configs = [os.path.join(r, f) for r, _, files in os.walk(job) for f in files if f.endswith(".json")]
+    configs = assert_names_no_local_path(job, machine_paths)
     assert len(configs) == 2 + len(SITES), configs  # meta.json, the server's config and each site's
-    for path in configs:
-        with open(path) as f:
-            text = f.read()
-        assert not [p for p in machine_paths if p in text], f"{path} names a path of this machine"
-        absolute = [s for s in _json_strings(json.loads(text)) for w in s.split() if os.path.isabs(w.split("=")[-1])]
-        assert not absolute, f"{path} holds absolute paths {absolute}"
     for site in SITES:
-        app = os.path.join(job, f"app_{site}")
-        assert filecmp.cmp(os.path.join(app, "custom", "fedbip_client.py"), CLIENT_SCRIPT, shallow=False)
-        assert os.listdir(os.path.join(app, "custom")) == ["fedbip_client.py"]
-        with open(os.path.join(app, "config", "config_fed_client.json")) as f:
-            executor = json.load(f)["executors"][0]["executor"]["args"]
-        if external:
-            assert "custom/fedbip_client.py" in executor["command"]  # run from the app folder
-        else:
-            assert executor["task_script_path"] == "fedbip_client.py"  # looked up in the app's custom folder
+        assert_ships_the_script(os.path.join(job, f"app_{site}"), CLIENT_SCRIPT, external)
 
 
 def _site_files(folder) -> dict:

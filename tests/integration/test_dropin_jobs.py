@@ -1,8 +1,9 @@
-"""FedBip dropped into stock NVFlare workflows, run for real: FedAvgRecipe in SimEnv and a ScatterAndGather
-config job with `nvflare simulator`, and NVFlare's PyTorch FedAvgRecipe (PTFileModelPersistor, torch tensors both
-ways) with TensorBoard tracking. Every site logs a fingerprint of each model it receives; each must be
-the site's own personalized model. The drop-in path must give the same per-client models as FedBipController, and
-with either server the sites snapshot their private state under the run key the server sends.
+"""FedBip dropped into stock NVFlare workflows, run for real: FedAvgRecipe in SimEnv (its exported job ships the
+Client API script and names no path of this machine) and a ScatterAndGather config job with `nvflare simulator`, and
+NVFlare's PyTorch FedAvgRecipe (PTFileModelPersistor, torch tensors both ways) with TensorBoard tracking. Every site
+logs a fingerprint of each model it receives; each must be the site's own personalized model. The drop-in path must
+give the same per-client models as FedBipController, and with either server the sites snapshot their private state
+under the run key the server sends.
 """
 
 import json
@@ -13,6 +14,7 @@ import sys
 
 import pytest
 import torch
+from exported_jobs import assert_names_no_local_path, assert_ships_the_script
 from received_models import assert_each_site_received_only_its_own, final_models, received, sent_model
 from tensorboard_tags import scalar_tags
 
@@ -41,6 +43,18 @@ def _run(cmd, cwd=REPO, timeout=600):
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
     assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
+
+
+@pytest.mark.parametrize("exchange", ["numpy", "pytorch"])
+def test_the_exported_dropin_job_ships_the_script_and_names_no_local_path(tmp_path, exchange):
+    from fedbip_nvflare.recipes.fedbip import CLIENT_SCRIPT
+
+    export = str(tmp_path / "export")
+    _run([sys.executable, "jobs/fedavg_dropin/job.py", "--export", "--export-dir", export, "--exchange", exchange])
+    job = os.path.join(export, "fedavg_dropin")
+    machine_paths = {REPO, os.path.realpath(REPO), str(tmp_path), os.path.expanduser("~"), sys.prefix}
+    assert_names_no_local_path(job, machine_paths)
+    assert_ships_the_script(os.path.join(job, "app"), CLIENT_SCRIPT, external=False)
 
 
 def test_fedavg_recipe_with_fedbip_dropped_in_equals_the_controller(tmp_path, minilm_path):

@@ -13,7 +13,7 @@ from nvflare.job_config.api import FedJob
 from nvflare.recipe.fedavg import FedAvgRecipe
 
 from fedbip_nvflare import add_fedbip_personalization
-from fedbip_nvflare.recipes.fedbip import CLIENT_SCRIPT
+from fedbip_nvflare.recipes.fedbip import CLIENT_SCRIPT, ShipsClientScript
 from fedbip_nvflare.server.persistor import AdapterPersistor
 from fedbip_nvflare.server.personalization import FedBipModelAggregator
 
@@ -21,8 +21,8 @@ FILTER = "fedbip_nvflare.server.personalization.FedBipPersonalizationFilter"
 AGGREGATOR = "fedbip_nvflare.server.personalization.FedBipModelAggregator"
 
 
-def _recipe(**kwargs) -> FedAvgRecipe:
-    return FedAvgRecipe(
+def _recipe(recipe_class=FedAvgRecipe, **kwargs) -> FedAvgRecipe:
+    return recipe_class(
         name="dropin",
         min_clients=2,
         num_rounds=2,
@@ -51,6 +51,26 @@ def test_fedavg_recipe_gets_the_aggregator_and_the_filter(tmp_path):
     assert [w["id"] for w in config["workflows"]][-1] == "fedbip_final_validation"
     filters = config["task_data_filters"]
     assert filters == [{"tasks": ["train"], "filters": [{"path": FILTER, "args": {"task_names": ["train"]}}]}]
+
+
+@pytest.mark.parametrize("external", [False, True], ids=["in-process", "external-process"])
+def test_a_fedavg_recipe_that_ships_its_script_names_it_relative_to_the_app(tmp_path, external):
+    class Recipe(ShipsClientScript, FedAvgRecipe):
+        pass
+
+    recipe = _recipe(Recipe, train_args="--model m", launch_external_process=external)
+    add_fedbip_personalization(recipe)  # the package is installed on the sites, not custom code
+    recipe.export(str(tmp_path))
+    app = os.path.join(str(tmp_path), "dropin", "app")
+    assert os.listdir(os.path.join(app, "custom")) == ["fedbip_client.py"], "the script travels at the top"
+    with open(os.path.join(app, "config", "config_fed_client.json")) as f:
+        text = f.read()
+    assert os.path.dirname(CLIENT_SCRIPT) not in text, "no path of this machine"
+    executor = json.loads(text)["executors"][0]["executor"]["args"]
+    if external:
+        assert executor["command"][-3:] == ["custom/fedbip_client.py", "--model", "m"], executor["command"]
+    else:
+        assert executor["task_script_path"] == "fedbip_client.py" and executor["task_script_args"] == "--model m"
 
 
 def test_scatter_and_gather_default_aggregator_is_replaced(tmp_path):
