@@ -784,28 +784,35 @@ SITE_CONFIG_CASES = {  # site -> (case, what the site's log must say)
 def site_config_rows(work: str) -> List[Row]:
     """One job, three misconfigured sites (site-2 unknown data key, site-3 missing file, site-4 LoRA rank 4).
 
-    The job is exported with the recipe, site-4's executor is edited to ``lora_r=4`` (a hand-edited job) and it runs
-    with ``nvflare simulator``.
+    ``FedBipRecipe`` refuses such site configurations when the job is built, so the job is exported with correct
+    per-site configurations and then edited by hand (site-2's data, site-3's data, site-4's executor ``lora_r=4``),
+    as a job folder a site receives could be, and it runs with ``nvflare simulator``.
     """
     from nvflare.recipe.sim_env import SimEnv
 
     from fedbip_nvflare.recipes import allow_fedbip_components
 
-    site_data = {
-        "site-2": {**TINY_DATA, "n_trian": 16},
-        "site-3": {"train_path": os.path.join(work, "no_such_file.csv")},
+    edits = {
+        "site-2": {"data": {**TINY_DATA, "n_trian": 16}},
+        "site-3": {"data": {"train_path": os.path.join(work, "no_such_file.csv")}},
+        "site-4": {"lora_r": 4},
     }
     spec = JobSpec(
-        name="config_sites", workspace=os.path.join(work, "config-sites"), rounds=1, min_clients=1, site_data=site_data
+        name="config_sites",
+        workspace=os.path.join(work, "config-sites"),
+        rounds=1,
+        min_clients=1,
+        site_data={site: dict(TINY_DATA) for site in ("site-2", "site-3")},
     )
     job_dir = os.path.join(spec.workspace, "job")
     build_recipe(spec).export(job_dir, env=SimEnv(clients=list(spec.sites)))
-    config_path = os.path.join(job_dir, spec.name, "app_site-4", "config", "config_fed_client.json")
-    with open(config_path) as f:
-        config = json.load(f)
-    config["executors"][0]["executor"]["args"]["lora_r"] = 4
-    with open(config_path, "w") as f:
-        json.dump(config, f, indent=2)
+    for site, args in edits.items():
+        config_path = os.path.join(job_dir, spec.name, f"app_{site}", "config", "config_fed_client.json")
+        with open(config_path) as f:
+            config = json.load(f)
+        config["executors"][0]["executor"]["args"].update(args)
+        with open(config_path, "w") as f:
+            json.dump(config, f, indent=2)
     root = os.path.join(spec.workspace, "ws")
     allow_fedbip_components(root)
     log_path = os.path.join(spec.workspace, "simulator.out.txt")
