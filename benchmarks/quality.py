@@ -459,6 +459,14 @@ def run_one(method: str, spec: RunSpec, output: str, provenance: Optional[Mappin
 INVOCATION_KEYS = (*PROVENANCE_KEYS, "methods", "seeds")
 
 
+def same_config(earlier: Optional[Mapping[str, Any]], now: Mapping[str, Any]) -> bool:
+    """Whether an earlier run's spec (or data config) is ``now``'s: equal, where a key the earlier file lacks counts
+    as equal when ``now`` holds an empty value there (None, {}, []), an option added since with its no-op default."""
+    if earlier is None:
+        return False
+    return dict(earlier) == {k: v for k, v in now.items() if k in earlier or v not in (None, {}, [])}
+
+
 def merge_invocations(output: str, info: Dict[str, Any]) -> Dict[str, Any]:
     """``info`` joined with an earlier ``DIR/benchmark.json`` of the same configuration (a campaign split by seeds or
     methods over several invocations): its runs are kept (those rerun now are replaced when they finish), methods
@@ -474,7 +482,7 @@ def merge_invocations(output: str, info: Dict[str, Any]) -> Dict[str, Any]:
     with open(path) as f:
         previous = json.load(f)
     for key in ("spec", "data"):
-        if previous.get(key) != info[key]:
+        if not same_config(previous.get(key), info[key]):
             raise ValueError(
                 f"{output} holds a benchmark with another {key} ({previous.get(key)} vs {info[key]}); "
                 "use another --output or the same flags"

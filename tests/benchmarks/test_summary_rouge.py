@@ -74,3 +74,14 @@ def test_invocations_of_a_campaign_are_merged_and_listed(tmp_path):
             str(tmp_path),
             {**base, "spec": {"suite": "x"}, "command": "c", "git_commit": "c3", "methods": [], "seeds": []},
         )
+
+
+def test_an_option_added_since_with_its_empty_default_is_the_same_config():
+    from benchmarks.quality import same_config
+
+    earlier = {"suite": "vision-domains", "num_rounds": 3}
+    assert same_config(earlier, {**earlier, "data_dir": None, "settings": {}})
+    assert not same_config(earlier, {**earlier, "data_dir": "/data"})  # set to something: another configuration
+    assert not same_config(earlier, {"suite": "vision-domains", "num_rounds": 4})
+    assert not same_config({**earlier, "data_dir": None}, earlier)  # the current run lacks a key the earlier has
+    assert not same_config(None, earlier)
