@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from benchmarks.reporting import PROVENANCE_KEYS, command_line, provenance
@@ -459,12 +459,23 @@ def run_one(method: str, spec: RunSpec, output: str, provenance: Optional[Mappin
 INVOCATION_KEYS = (*PROVENANCE_KEYS, "methods", "seeds")
 
 
-def same_config(earlier: Optional[Mapping[str, Any]], now: Mapping[str, Any]) -> bool:
+def same_config(
+    earlier: Optional[Mapping[str, Any]], now: Mapping[str, Any], defaults: Optional[Mapping[str, Any]] = None
+) -> bool:
     """Whether an earlier run's spec (or data config) is ``now``'s: equal, where a key the earlier file lacks counts
-    as equal when ``now`` holds an empty value there (None, {}, []), an option added since with its no-op default."""
+    as equal when ``now`` holds an empty value there (None, {}, []) or the option's default in ``defaults`` (an
+    option added since, at the value runs had before it existed)."""
     if earlier is None:
         return False
-    return dict(earlier) == {k: v for k, v in now.items() if k in earlier or v not in (None, {}, [])}
+    defaults = defaults or {}
+
+    def added_as_before(k: str, v: Any) -> bool:
+        return k not in earlier and (v in (None, {}, []) or (k in defaults and defaults[k] == v))
+
+    return dict(earlier) == {k: v for k, v in now.items() if not added_as_before(k, v)}
+
+
+SPEC_DEFAULTS = {f.name: f.default for f in fields(RunSpec) if f.default is not MISSING}
 
 
 def merge_invocations(output: str, info: Dict[str, Any]) -> Dict[str, Any]:
@@ -482,7 +493,7 @@ def merge_invocations(output: str, info: Dict[str, Any]) -> Dict[str, Any]:
     with open(path) as f:
         previous = json.load(f)
     for key in ("spec", "data"):
-        if not same_config(previous.get(key), info[key]):
+        if not same_config(previous.get(key), info[key], SPEC_DEFAULTS if key == "spec" else None):
             raise ValueError(
                 f"{output} holds a benchmark with another {key} ({previous.get(key)} vs {info[key]}); "
                 "use another --output or the same flags"

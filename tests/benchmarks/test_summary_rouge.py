@@ -85,3 +85,5 @@ def test_an_option_added_since_with_its_empty_default_is_the_same_config():
     assert not same_config(earlier, {"suite": "vision-domains", "num_rounds": 4})
     assert not same_config({**earlier, "data_dir": None}, earlier)  # the current run lacks a key the earlier has
     assert not same_config(None, earlier)
+    assert same_config(earlier, {**earlier, "modality": "text"}, {"modality": "text"})  # added at its default
+    assert not same_config(earlier, {**earlier, "modality": "vision"}, {"modality": "text"})
