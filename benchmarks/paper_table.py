@@ -36,14 +36,16 @@ def seed_means(output: str, method: str, metric: str) -> Dict[int, float]:
     return means
 
 
-def _fmt(values: Sequence[float], signed: bool = False) -> str:
+def mean_std(values: Sequence[float], signed: bool = False) -> str:
+    """``mean ± std`` to one decimal (the mean alone for one value, "–" for none); ``signed`` adds a + sign."""
     if not values:
         return "–"
     mean = f"{statistics.mean(values):{'+' if signed else ''}.1f}"
     return mean if len(values) == 1 else f"{mean} ± {statistics.stdev(values):.1f}"
 
 
-def _paired(a: Dict[int, float], b: Dict[int, float]) -> List[float]:
+def paired_differences(a: Dict[int, float], b: Dict[int, float]) -> List[float]:
+    """``a[s] − b[s]`` for the seeds both hold."""
     return [a[s] - b[s] for s in sorted(a) if s in b]
 
 
@@ -55,18 +57,20 @@ def suite_rows(output: str) -> List[List[str]]:
     for metric, metric_name in METRICS.items():
         means = {m: seed_means(output, m, metric) for m in NAMES}
         seeds = sorted(set().union(*[set(v) for v in means.values()]))
-        cells = [_fmt(list(means[m].values())) for m in NAMES]
+        cells = [mean_std(list(means[m].values())) for m in NAMES]
         mean: Dict[str, Optional[float]] = {m: statistics.mean(v.values()) if v else None for m, v in means.items()}
         order = [mean[m] for m in ("fedavg", "fedamp", "fedbip", "fedbip-l")]
         holds = "–" if None in order else ("yes" if order[0] < order[1] < order[2] <= order[3] else "no")
-        margins = " / ".join(_fmt(_paired(means[m], means["fedamp"]), True) for m in ("fedbip", "fedbip-l"))
+        margins = " / ".join(
+            mean_std(paired_differences(means[m], means["fedamp"]), True) for m in ("fedbip", "fedbip-l")
+        )
         rows.append(
             [
                 f"{suite} ({metric_name}; seeds {' '.join(map(str, seeds))})",
                 *cells,
                 holds,
                 margins,
-                _fmt(_paired(means["fedbip"], means["local"]), True),
+                mean_std(paired_differences(means["fedbip"], means["local"]), True),
             ]
         )
     return rows

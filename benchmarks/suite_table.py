@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from benchmarks.paper_table import _fmt, _paired, seed_means, write_between_markers
+from benchmarks.paper_table import mean_std, paired_differences, seed_means, write_between_markers
 from benchmarks.summary import read_benchmark
 
 COLUMNS = {
@@ -36,8 +36,8 @@ def _cell(means: Dict[int, float], local: Dict[int, float], method: str) -> str:
     if not means:
         return "–"
     if method == "local":
-        return _fmt(list(means.values()))
-    return f"{_fmt(list(means.values()))} ({_fmt(_paired(means, local), True)})"
+        return mean_std(list(means.values()))
+    return f"{mean_std(list(means.values()))} ({mean_std(paired_differences(means, local), True)})"
 
 
 def suite_row(output: str) -> List[str]:
