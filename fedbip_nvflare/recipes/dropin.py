@@ -52,7 +52,7 @@ def add_fedbip_personalization(
         **fedbip_options: ``FedBipModelAggregator`` options (min_clients, resume_from, log_updates,
             aggregator_name); ``rule``, an ``AggregationRule`` or a registered rule name (default "fedbip"); and,
             without a rule object, the rule's options (FedBip's layerwise, negative, similarity_on,
-            center_similarity, norm_bound, streaming).
+            center_similarity, norm_bound, streaming, share_lora_a).
 
     Returns:
         The aggregator placed in the job.

@@ -37,6 +37,7 @@ RULE_KEYWORDS = (
     "center_similarity",
     "norm_bound",
     "streaming",
+    "share_lora_a",
     "server_learning_rate",
 )
 
@@ -185,6 +186,8 @@ class FedBipRecipe(Recipe):
         norm_bound: Beyond the paper: clip each task vector to this multiple of the round's median norm.
         streaming: The server computes each client's personalized update only when it builds that client's
             model (memory of one update instead of N; N passes over the updates instead of one).
+        share_lora_a: Beyond the paper, after FedSA-LoRA: LoRA A matrices averaged over all clients, FedBip's
+            similarities and weights over the rest (B).
         resume_from: A ``state`` folder of an earlier run of this job (``<server run dir>/fedbip/state``): the
             server continues after its last completed round with every client's θ̄_i as saved (checksums
             verified; a corrupt or partial state stops the job before any task). FedBip-family aggregations only.
@@ -224,8 +227,8 @@ class FedBipRecipe(Recipe):
             through the same workflow ("local", "fedamp", "fedsa-lora", "fedavg-ft", "oracle-groups"); or
             "fedavg": NVFlare's own ``FedAvg`` workflow averaging the LoRA tensors (heads stay local), then a final
             validate task. The rule keywords (layerwise, negative, similarity_on, center_similarity, norm_bound,
-            streaming, server_learning_rate) are its options when set to anything but their default; a rule refuses
-            options it does not take.
+            streaming, share_lora_a, server_learning_rate) are its options when set to anything but their default; a
+            rule refuses options it does not take.
         aggregation_options: Options of a baseline rule (FedAMP ``sigma``/``self_weight``; oracle ``groups``).
         rule: An ``AggregationRule`` object instead of ``aggregation``, ``aggregation_options`` and the rule
             keywords (e.g. ``FedBipRule(layerwise=True)``, or a rule of your own registered in ``RULES``).
@@ -287,6 +290,7 @@ class FedBipRecipe(Recipe):
         tracking: Optional[str] = None,
         norm_bound: Optional[float] = None,
         streaming: bool = False,
+        share_lora_a: bool = False,
         modality: str = DEFAULT_MODALITY,
         gradient_accumulation_steps: int = 1,
         gradient_checkpointing: bool = False,
@@ -305,6 +309,7 @@ class FedBipRecipe(Recipe):
             center_similarity=center_similarity,
             norm_bound=norm_bound,
             streaming=streaming,
+            share_lora_a=share_lora_a,
             server_learning_rate=server_learning_rate,
         )
         self.rule = self._rule(rule, aggregation, aggregation_options, keywords)

@@ -18,11 +18,12 @@ from fedbip_nvflare.core import (
     SIMILARITY_ON,
     apply_update,
     clip_to_median_norm,
+    combine,
     combine_by_space,
     fedbip_aggregate,
     task_vector,
 )
-from fedbip_nvflare.models import is_head
+from fedbip_nvflare.models import is_head, is_lora_a
 
 Params = Dict[str, torch.Tensor]
 logger = logging.getLogger(__name__)
@@ -149,6 +150,10 @@ class FedBipRule(AggregationRule):
             (None: no bound).
         streaming: Compute each client's update only when its θ̄_i is built, then drop it (peak memory: one
             update instead of N; N passes over the task vectors instead of one).
+        share_lora_a: Beyond the paper, after FedSA-LoRA: the LoRA A matrices are averaged over the round's
+            clients (one global A), and FedBip's similarities and weights are taken over the other shared tensors
+            (B, and any non-LoRA ones) and mix only those (the method is then named with "-sa"). A model without
+            LoRA A matrices is aggregated as without this option.
 
     Raises:
         ValueError: An unknown negative policy or similarity_on, or a norm bound that is not a positive number.
@@ -156,7 +161,9 @@ class FedBipRule(AggregationRule):
 
     name: ClassVar[str] = "fedbip"
     exclusive_options: ClassVar[Dict[str, str]] = {
-        "norm_bound": "norm_bound applies to FedBip's rule only, not to aggregation {name!r}"
+        "norm_bound": "norm_bound applies to FedBip's rule only, not to aggregation {name!r}",
+        "share_lora_a": "share_lora_a applies to FedBip's rule only (aggregation 'fedsa-lora' always shares A), "
+        "not to aggregation {name!r}",
     }
 
     layerwise: bool = False
@@ -165,6 +172,7 @@ class FedBipRule(AggregationRule):
     center_similarity: bool = False
     norm_bound: Optional[float] = None
     streaming: bool = False
+    share_lora_a: bool = False
 
     def __post_init__(self) -> None:
         if self.negative not in NEGATIVE_POLICIES:
@@ -173,16 +181,17 @@ class FedBipRule(AggregationRule):
             raise ValueError(f"similarity_on must be one of {SIMILARITY_ON}, got {self.similarity_on!r}")
         if self.norm_bound is not None:
             clip_to_median_norm({}, self.norm_bound)  # validates it
-        for flag in ("layerwise", "center_similarity", "streaming"):
+        for flag in ("layerwise", "center_similarity", "streaming", "share_lora_a"):
             object.__setattr__(self, flag, bool(getattr(self, flag)))
         if self.negative == "keep" and self.center_similarity:
             logger.warning(KEEP_CENTERED_WARNING)
 
     def method_name(self) -> str:
-        """fedbip or fedbip-l, then "-cumulative" and "-centered" for those options."""
+        """fedbip or fedbip-l, then "-cumulative", "-centered" and "-sa" for those options."""
         name = "fedbip-l" if self.layerwise else "fedbip"
         name += "-cumulative" if self.similarity_on == "cumulative" else ""
-        return name + ("-centered" if self.center_similarity else "")
+        name += "-centered" if self.center_similarity else ""
+        return name + ("-sa" if self.share_lora_a else "")
 
     def apply(
         self,
@@ -195,6 +204,8 @@ class FedBipRule(AggregationRule):
         """See :meth:`AggregationRule.apply`; the record adds the similarity matrix (and ``clipped`` scales)."""
         clients = sorted(returned)
         shared = list(returned[clients[0]]) if shared is None else shared
+        averaged = [n for n in shared if is_lora_a(n)] if self.share_lora_a else []
+        shared = [n for n in shared if n not in set(averaged)] if averaged else shared
         taus = {c: task_vector(returned[c], sent[c]) for c in clients}
         scales: Dict[str, float] = {}
         if self.norm_bound is not None:
@@ -217,7 +228,8 @@ class FedBipRule(AggregationRule):
         if isinstance(weights, dict):  # layer-wise: heads use the mean of the groups' weights
             weights = torch.stack(list(weights.values())).mean(dim=0)
         heads = with_heads({c: {} for c in clients}, taus, weights, spaces)
-        thetas = {c: apply_update(sent[c], {**result.updates[c], **heads[c]}) for c in clients}
+        mean_a = _uniform_mean(taus, clients, averaged)
+        thetas = {c: apply_update(sent[c], {**result.updates[c], **heads[c], **mean_a}) for c in clients}
         record = {
             "clients": clients,
             "similarity": matrix_json(result.similarity),
@@ -225,4 +237,15 @@ class FedBipRule(AggregationRule):
         }
         if self.norm_bound is not None:
             record["clipped"] = scales
+        if averaged:
+            record["averaged"] = len(averaged)
         return thetas, record
+
+
+def _uniform_mean(taus: Mapping[str, Params], clients: List[str], names: List[str]) -> Params:
+    """``{name: mean over clients of τ[name]}`` for ``names`` (empty for none)."""
+    if not names:
+        return {}
+    n = len(clients)
+    mixed = combine({c: {name: taus[c][name] for name in names} for c in clients}, torch.full((1, n), 1.0 / n))
+    return mixed[clients[0]]

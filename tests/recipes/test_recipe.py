@@ -151,6 +151,16 @@ def test_centered_similarity_and_round_eval_examples_reach_server_and_sites(tmp_
         FedBipRecipe(round_eval_examples=0)
 
 
+def test_share_lora_a_reaches_the_server_rule_and_only_fedbip_takes_it(tmp_path):
+    recipe = FedBipRecipe(name="fb_sa", share_lora_a=True, similarity_on="cumulative", min_clients=2)
+    assert recipe.rule.method_name() == "fedbip-cumulative-sa"
+    _, configs = _export(recipe, tmp_path)
+    server_args = configs["app/config/config_fed_server.json"]["workflows"][0]["args"]
+    assert server_args["rule"]["args"]["share_lora_a"] is True
+    with pytest.raises(ValueError, match="share_lora_a applies to FedBip's rule only"):
+        FedBipRecipe(aggregation="local", share_lora_a=True)
+
+
 def test_precision_and_streaming_reach_the_exported_components(tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
         FedBipRecipe(precision="fp8")

@@ -71,3 +71,59 @@ def test_keep_with_centred_similarity_warns_and_the_safe_policies_do_not(caplog)
         FedBipRule(negative="clip", center_similarity=True)
         FedBipRule(negative="keep", center_similarity=False)
     assert not caplog.records
+
+
+@pytest.mark.parametrize("similarity_on", ["round", "cumulative"])
+def test_share_lora_a_averages_a_and_weights_the_rest_by_their_own_cosines(similarity_on):
+    gen = torch.Generator().manual_seed(5)
+    clients = ("a", "b", "c", "d")
+    names = ("q.lora_A.default.weight", "q.lora_B.default.weight", "v.lora_A.default.weight", "v.lora_B.default.weight")
+    theta0 = {n: torch.randn(3, 4, generator=gen) for n in names}
+    sent = {c: {n: t + 0.05 * torch.randn(t.shape, generator=gen) for n, t in theta0.items()} for c in clients}
+    # a and b move alike on B; c and d alike on A only: the weights must come from B alone
+    direction = {c: torch.randn(3, 4, generator=gen) for c in ("ab", "cd")}
+    returned = {}
+    for c in clients:
+        step = {}
+        for n in names:
+            if ".lora_B." in n:
+                base = direction["ab"] if c in "ab" else torch.randn(3, 4, generator=gen)
+            else:
+                base = direction["cd"] if c in "cd" else torch.randn(3, 4, generator=gen)
+            step[n] = 0.1 * (base + 0.1 * torch.randn(3, 4, generator=gen))
+        returned[c] = {n: sent[c][n] + step[n] for n in names}
+    b_names = [n for n in names if ".lora_B." in n]
+
+    def theta0_of(_):
+        return theta0
+
+    thetas, record = FedBipRule(similarity_on=similarity_on, share_lora_a=True).apply(sent, returned, theta0_of)
+    b_only, b_record = FedBipRule(similarity_on=similarity_on).apply(
+        {c: {n: sent[c][n] for n in b_names} for c in clients},
+        {c: {n: returned[c][n] for n in b_names} for c in clients},
+        lambda _: {n: theta0[n] for n in b_names},
+    )
+    assert record["weights"] == b_record["weights"] and record["averaged"] == 2
+    weights = torch.tensor(record["weights"])
+    assert weights[0, 1] > 0.2 and weights[2, 3] < weights[0, 1], "partners on B weigh, partners on A alone do not"
+    for c in clients:
+        assert thetas[c].keys() == sent[c].keys()
+        for n in names:
+            if ".lora_A." in n:
+                mean_tau = torch.stack([returned[k][n] - sent[k][n] for k in clients]).mean(dim=0)
+                torch.testing.assert_close(thetas[c][n], sent[c][n] + mean_tau, rtol=0, atol=1e-6)
+            else:
+                torch.testing.assert_close(thetas[c][n], b_only[c][n], rtol=0, atol=1e-6)
+    assert FedBipRule(similarity_on=similarity_on, share_lora_a=True).method_name() == (
+        "fedbip-cumulative-sa" if similarity_on == "cumulative" else "fedbip-sa"
+    )
+
+
+def test_share_lora_a_without_lora_a_is_fedbip_and_only_for_fedbip():
+    sent, returned, _ = _round(hostile_scale=1.0)
+    plain, plain_record = FedBipRule().apply(sent, returned, lambda _: sent["a"])
+    shared, record = FedBipRule(share_lora_a=True).apply(sent, returned, lambda _: sent["a"])
+    assert record == plain_record and "averaged" not in record
+    assert all(torch.equal(shared[c]["w"], plain[c]["w"]) for c in sent)
+    with pytest.raises(ValueError, match="share_lora_a applies to FedBip's rule only"):
+        make_rule("fedsa-lora", share_lora_a=True)
