@@ -333,10 +333,10 @@ METHODS: Dict[str, Method] = {
     # Beyond the paper: every site holds out 1/8 of its training examples and starts each round (and its final
     # model) from the received model, its own last model or their midpoint, whichever scores best on them.
     "fedbip-checked": Method(_fedbip_recipe, _options(holdout_fraction=0.125)),
+    "fedbip-cumulative-checked": Method(_fedbip_recipe, _options(similarity_on="cumulative", holdout_fraction=0.125)),
     # Beyond the paper, after FedSA-LoRA: LoRA A averaged over all clients, FedBip's weights (from B's cosines) on B.
     "fedbip-sa": Method(_fedbip_recipe, _options(share_lora_a=True)),
     "fedbip-cumulative-sa": Method(_fedbip_recipe, _options(similarity_on="cumulative", share_lora_a=True)),
-    "fedbip-cumulative-checked": Method(_fedbip_recipe, _options(similarity_on="cumulative", holdout_fraction=0.125)),
     "oracle-groups": Method(
         _fedbip_recipe,
         lambda spec: {"aggregation": "oracle-groups", "aggregation_options": {"groups": spec.groups()}},

@@ -29,6 +29,8 @@ ALL_METHODS = [
     "fedbip-norm-bound",
     "fedbip-checked",
     "fedbip-cumulative-checked",
+    "fedbip-sa",
+    "fedbip-cumulative-sa",
     "oracle-groups",
 ]
 FAST = [
