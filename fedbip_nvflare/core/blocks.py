@@ -158,8 +158,10 @@ def _gather(flats: Sequence[Sequence[torch.Tensor]], block: Block, out: torch.Te
         parts = [flat[s.index] if s.whole else flat[s.index][s.start : s.stop] for s in block.segments]
         if len(parts) == 1:
             row.copy_(parts[0])
-        else:
+        elif parts[0].dtype == row.dtype:
             torch.cat(parts, out=row)
+        else:  # measured: cat then one converting copy beats a converting cat (16-bit inputs)
+            row.copy_(torch.cat(parts))
     return view
 
 
