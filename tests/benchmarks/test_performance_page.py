@@ -112,3 +112,31 @@ def test_readme_markers_get_the_table(tmp_path):
     pp.write_between_markers(str(readme), pp.targets_table(_sources(tmp_path)), pp.BEGIN, pp.END)
     text = readme.read_text()
     assert "old 1.0×" not in text and "| CPU: model-level ÷ floor |" in text and text.endswith("rest\n")
+
+
+def test_interleaved_file_judges_the_strong_floor_and_shows_spread_and_attempts(tmp_path):
+    records = _results(tmp_path)
+    for r in records:
+        r.update(
+            floor_times_s=[0.9, 1.0, 1.1],
+            strong_floor_s=1.4,
+            strong_floor_times_s=[1.4, 1.5, 1.6],
+            copy_times_s=[0.5, 0.5, 0.5],
+            fresh_outputs_times_s=[1.0, 1.2, 1.5],
+            stream_one_times_s=[0.1, 0.2, 0.3],
+            attempts=2,
+            max_spread=0.5,
+            spread={"model": 0.56, "floor": 0.2},
+        )
+    _write(str(tmp_path), "perf/aggregation.json", {"info": {"git_commit": "c1"}, "records": records})
+    sources = _sources(tmp_path)
+    rows = {r[0]: r for r in pp.targets(sources)}
+    assert "CPU: model-level ÷ floor" not in rows
+    strong, contiguous = rows["CPU: model-level ÷ strong floor"], rows["CPU: model-level ÷ contiguous floor"]
+    assert strong[2] == "1.20–2.00× over 12 cells" and strong[3] == "yes"  # 1.8 / 1.5 and 3 / 1.5: within 2×
+    assert contiguous[2] == "1.80–3.00× over 12 cells" and contiguous[1] == "≤ 2× (beside it)"
+    text = pp.page(sources, "python -m benchmarks.performance_page")
+    assert "| 8 | 1e6 (1,007,616) | fp32 | 1.00 (0.900–1.10) | 1.50 (1.40–1.60) | 2.40× | 1.80 (1.50–2.50) |" in text
+    assert "| 1.80× | 1.20× |" in text and "| 0.200 (0.100–0.300) |" in text and "| 2 (0.56) |" in text
+    assert "took 2.40–2.40× the contiguous copy" in text and "strong floor is 1.50–1.50×" in text
+    assert "Which floor: In `perf/aggregation.json`" in text and "interleaved round-robin" in text
