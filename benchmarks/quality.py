@@ -337,6 +337,9 @@ METHODS: Dict[str, Method] = {
     # Beyond the paper, after FedSA-LoRA: LoRA A averaged over all clients, FedBip's weights (from B's cosines) on B.
     "fedbip-sa": Method(_fedbip_recipe, _options(share_lora_a=True)),
     "fedbip-cumulative-sa": Method(_fedbip_recipe, _options(similarity_on="cumulative", share_lora_a=True)),
+    # The same, with B's cosines taken after removing the round's mean B update (the direction every client shares,
+    # e.g. an answer format), so only B updates shared by some clients and not by all weigh.
+    "fedbip-centered-sa": Method(_fedbip_recipe, _options(center_similarity=True, share_lora_a=True)),
     "oracle-groups": Method(
         _fedbip_recipe,
         lambda spec: {"aggregation": "oracle-groups", "aggregation_options": {"groups": spec.groups()}},

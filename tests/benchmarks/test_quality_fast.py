@@ -31,6 +31,7 @@ ALL_METHODS = [
     "fedbip-cumulative-checked",
     "fedbip-sa",
     "fedbip-cumulative-sa",
+    "fedbip-centered-sa",
     "oracle-groups",
 ]
 FAST = [
