@@ -484,6 +484,16 @@ def same_config(
 SPEC_DEFAULTS = {f.name: f.default for f in fields(RunSpec) if f.default is not MISSING}
 
 
+def resolved_spec(spec: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    """``spec`` with ``settings: None`` (older files: "the suite's settings") replaced by its suite's settings as
+    defined now, so that a spec written before the settings were recorded compares equal to one written after."""
+    if spec is None:
+        return None
+    if spec.get("settings") is None and spec.get("suite") in SUITES:
+        return {**spec, "settings": dict(SUITES[spec["suite"]].settings)}
+    return dict(spec)
+
+
 def merge_invocations(output: str, info: Dict[str, Any]) -> Dict[str, Any]:
     """``info`` joined with an earlier ``DIR/benchmark.json`` of the same configuration (a campaign split by seeds or
     methods over several invocations): its runs are kept (those rerun now are replaced when they finish), methods
@@ -499,7 +509,10 @@ def merge_invocations(output: str, info: Dict[str, Any]) -> Dict[str, Any]:
     with open(path) as f:
         previous = json.load(f)
     for key in ("spec", "data"):
-        if not same_config(previous.get(key), info[key], SPEC_DEFAULTS if key == "spec" else None):
+        earlier, now = previous.get(key), info[key]
+        if key == "spec":
+            earlier, now = resolved_spec(earlier), resolved_spec(now)
+        if not same_config(earlier, now, SPEC_DEFAULTS if key == "spec" else None):
             raise ValueError(
                 f"{output} holds a benchmark with another {key} ({previous.get(key)} vs {info[key]}); "
                 "use another --output or the same flags"

@@ -87,3 +87,22 @@ def test_an_option_added_since_with_its_empty_default_is_the_same_config():
     assert not same_config(None, earlier)
     assert same_config(earlier, {**earlier, "modality": "text"}, {"modality": "text"})  # added at its default
     assert not same_config(earlier, {**earlier, "modality": "vision"}, {"modality": "text"})
+
+
+def test_settings_none_is_the_suites_settings_when_merging(tmp_path):
+    from benchmarks.quality import SUITES, merge_invocations, resolved_spec
+
+    suite_settings = dict(SUITES["instruct-tasks"].settings)
+    assert suite_settings, "the instruct suite has settings of its own"
+    earlier = {"suite": "instruct-tasks", "num_rounds": 3, "settings": None}
+    now = {**earlier, "settings": suite_settings}
+    assert resolved_spec(earlier) == now and resolved_spec(now) == now
+    base = {"command": "c", "git_commit": "c1", "machine": {}, "data": {"suite": "instruct-tasks"}}
+    with open(tmp_path / "benchmark.json", "w") as f:
+        json.dump({**base, "spec": earlier, "methods": ["local"], "seeds": [0], "runs": []}, f)
+    merged = merge_invocations(str(tmp_path), {**base, "spec": now, "git_commit": "c2", "methods": ["x"], "seeds": [1]})
+    assert merged["methods"] == ["local", "x"] and merged["seeds"] == [0, 1]
+    with pytest.raises(ValueError, match="another spec"):
+        merge_invocations(
+            str(tmp_path), {**base, "spec": {**now, "settings": {"batch_size": 4}}, "methods": [], "seeds": []}
+        )
