@@ -14,7 +14,7 @@ import torch
 from fedbip_nvflare.core import apply_update, combine, task_vector
 from fedbip_nvflare.core.baselines import fedamp_weights, group_weights, local_weights
 from fedbip_nvflare.models import is_lora_a
-from fedbip_nvflare.server.rule import AggregationRule, Params, with_heads
+from fedbip_nvflare.server.rule import AggregationRule, Params, uniform_mean, with_heads
 
 
 class WeightedUpdateRule(AggregationRule):
@@ -171,12 +171,11 @@ class FedSALoraRule(AggregationRule):
         clients = sorted(returned)
         shared = list(returned[clients[0]]) if shared is None else shared
         n = len(clients)
-        weights = {"A": torch.full((n, n), 1.0 / n), "own": local_weights(n)}
         taus = {c: task_vector(returned[c], sent[c]) for c in clients}
-        group_of = {name: "A" if is_lora_a(name) else "own" for name in shared}
-        mixed = combine({c: {name: taus[c][name] for name in shared} for c in clients}, weights, group_of)
-        updates = with_heads(mixed, taus, weights["own"], spaces)
-        return {c: apply_update(sent[c], updates[c]) for c in clients}, {
+        mean_a = uniform_mean(taus, clients, [name for name in shared if is_lora_a(name)])
+        own = {c: {name: taus[c][name] for name in shared if not is_lora_a(name)} for c in clients}
+        updates = with_heads(own, taus, local_weights(n), spaces)
+        return {c: apply_update(sent[c], {**updates[c], **mean_a}) for c in clients}, {
             "clients": clients,
-            "weights": weights["A"].tolist(),
+            "weights": torch.full((n, n), 1.0 / n).tolist(),
         }

@@ -205,7 +205,7 @@ class FedBipRule(AggregationRule):
         clients = sorted(returned)
         shared = list(returned[clients[0]]) if shared is None else shared
         averaged = [n for n in shared if is_lora_a(n)] if self.share_lora_a else []
-        shared = [n for n in shared if n not in set(averaged)] if averaged else shared
+        shared = [n for n in shared if not is_lora_a(n)] if averaged else shared
         taus = {c: task_vector(returned[c], sent[c]) for c in clients}
         scales: Dict[str, float] = {}
         if self.norm_bound is not None:
@@ -228,7 +228,7 @@ class FedBipRule(AggregationRule):
         if isinstance(weights, dict):  # layer-wise: heads use the mean of the groups' weights
             weights = torch.stack(list(weights.values())).mean(dim=0)
         heads = with_heads({c: {} for c in clients}, taus, weights, spaces)
-        mean_a = _uniform_mean(taus, clients, averaged)
+        mean_a = uniform_mean(taus, clients, averaged)
         thetas = {c: apply_update(sent[c], {**result.updates[c], **heads[c], **mean_a}) for c in clients}
         record = {
             "clients": clients,
@@ -242,7 +242,7 @@ class FedBipRule(AggregationRule):
         return thetas, record
 
 
-def _uniform_mean(taus: Mapping[str, Params], clients: List[str], names: List[str]) -> Params:
+def uniform_mean(taus: Mapping[str, Params], clients: List[str], names: List[str]) -> Params:
     """``{name: mean over clients of τ[name]}`` for ``names`` (empty for none)."""
     if not names:
         return {}
