@@ -1,9 +1,14 @@
-"""A site's check of what the server sends it: start from the received personalized model, the site's own last
-model, or a point between them, whichever has the lowest loss on examples the site held out of training.
+"""A site's checks of what the server sends it, FedCE-style (NVFlare's FedCE has clients score candidate models):
+where the others' task vectors help, the site trains from the received model as FedBip does; where they conflict with
+its task, it trains from its own last model (Local's continuation). Only the site's own data and models are used.
 
-A FedCE-style client-side safeguard (NVFlare's FedCE has clients score candidate models): where the others' task
-vectors help, the received model wins and the site trains from it as FedBip does; where they conflict with the site's
-task, its own model (Local's continuation) wins. Only the site's own data and its own two models are used.
+Two checks, one per site setting:
+
+- ``holdout_fraction`` (:func:`choose_start`): the received model, the site's own last model or their midpoint,
+  whichever has the lowest loss on training examples the site holds out (and never trains on).
+- ``partner_check`` (:func:`check_partners`): nothing held out. On its training data, the site compares the received
+  model with a control point that has the same share of the site's own last update and nothing else, so the own
+  update's fit to these examples is in both, and only what the others' updates add is judged.
 """
 
 import logging
@@ -19,6 +24,9 @@ from fedbip_nvflare.client.trainer_base import SiteTrainer
 logger = logging.getLogger(__name__)
 
 OWN_FILE = "own_federated.safetensors"
+RECEIVED_FILE = "received_federated.safetensors"
+# partner_check scores on at most this many of the site's training examples (a fixed seeded subset).
+CHECK_EXAMPLES = 128
 # Weights of the received model in the candidates (1: the received model, 0: the site's own last model). On a tie
 # the earlier candidate wins, so the received model is kept unless another point is strictly better.
 MIX_GRID: Tuple[float, ...] = (1.0, 0.5, 0.0)
@@ -26,24 +34,35 @@ MIX_GRID: Tuple[float, ...] = (1.0, 0.5, 0.0)
 Params = Dict[str, torch.Tensor]
 
 
+def _save(params: Mapping[str, torch.Tensor], path: str) -> None:
+    tmp = path + ".tmp"
+    save_file({n: torch.as_tensor(t).float().contiguous() for n, t in params.items()}, tmp)
+    os.replace(tmp, path)
+
+
+def _load(trainer: SiteTrainer, path: str) -> Optional[Params]:
+    if not os.path.exists(path):
+        return None
+    params = load_file(path)
+    if sorted(params) != sorted(trainer.federated_names):
+        logger.warning("%s holds other tensors than this site's adapter: ignored", path)
+        return None
+    return params
+
+
 def save_own(trainer: SiteTrainer, state_dir: str) -> None:
     """Keeps the site's just-trained federated tensors (its own θ_i) in its private state folder (atomic write)."""
-    path = os.path.join(state_dir, OWN_FILE)
-    tmp = path + ".tmp"
-    save_file({n: t.contiguous() for n, t in trainer.get_federated().items()}, tmp)
-    os.replace(tmp, path)
+    _save(trainer.get_federated(), os.path.join(state_dir, OWN_FILE))
 
 
 def load_own(trainer: SiteTrainer, state_dir: str) -> Optional[Params]:
     """The site's own last θ_i (None before its first round, or if its names differ from the trainer's)."""
-    path = os.path.join(state_dir, OWN_FILE)
-    if not os.path.exists(path):
-        return None
-    own = load_file(path)
-    if sorted(own) != sorted(trainer.federated_names):
-        logger.warning("%s holds other tensors than this site's adapter: ignored", path)
-        return None
-    return own
+    return _load(trainer, os.path.join(state_dir, OWN_FILE))
+
+
+def save_received(received: Mapping[str, torch.Tensor], state_dir: str) -> None:
+    """Keeps the federated tensors the site received this round (θ̄_i, the base of its task vector) (atomic write)."""
+    _save(received, os.path.join(state_dir, RECEIVED_FILE))
 
 
 def mix(received: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], weight: float) -> Params:
@@ -87,4 +106,58 @@ def choose_start(trainer: SiteTrainer, received: Mapping[str, torch.Tensor], sta
         "received_weight": MIX_GRID[best],
         "holdout_loss": losses[best],
         "holdout_loss_received": losses[0],
+    }
+
+
+def _dot(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    return sum(float(torch.sum(a[n].double() * b[n].double())) for n in a)
+
+
+def check_partners(trainer: SiteTrainer, received: Mapping[str, torch.Tensor], state_dir: str) -> Dict[str, float]:
+    """Loads into ``trainer`` the received model if the others' updates in it do not raise the site's training loss,
+    else the site's own last model.
+
+    With θ̄ the model the site received last round, θ its own model trained from it (so τ = θ − θ̄ is the task
+    vector the server got) and θ̄' the model received now: the site's own share is ``a``, the projection of
+    θ̄' − θ̄ on τ clipped to [0, 1], and the control point is ``θ̄ + a·τ``. θ̄' minus the control is what the
+    others' updates add beyond the site's own direction. The site keeps θ̄' where its loss on (at most
+    :data:`CHECK_EXAMPLES` of) its training examples is not above the control's, and starts from θ otherwise.
+
+    Without ``partner_check`` nothing is checked; before the site's second round (nothing received or trained
+    before), the received model stays loaded.
+
+    Args:
+        trainer: The site's trainer, with the received model already loaded.
+        received: The received federated tensors (as loaded).
+        state_dir: The site's private state folder (where :func:`save_own` and :func:`save_received` keep its
+            last own and received models).
+
+    Returns:
+        ``{"received_weight": 1.0 (received kept) or 0.0 (own model), "own_share": a, "check_loss_received":,
+        "check_loss_control":}`` (only ``received_weight`` before the second round; empty without the check).
+    """
+    if not trainer.settings.partner_check:
+        return {}
+    own, before = load_own(trainer, state_dir), _load(trainer, os.path.join(state_dir, RECEIVED_FILE))
+    if own is None or before is None:
+        return {"received_weight": 1.0}
+    names = [n for n in trainer.federated_names if n in received]  # a federated head may not have arrived yet
+    now = {n: torch.as_tensor(received[n]).float() for n in names}
+    tau = {n: own[n] - before[n] for n in names}
+    moved = {n: now[n] - before[n] for n in names}
+    norm2 = _dot(tau, tau)
+    share = min(1.0, max(0.0, _dot(moved, tau) / norm2)) if norm2 > 0 else 0.0
+    generator = torch.Generator().manual_seed(trainer.settings.seed * 7_919 + 11)
+    pool = trainer.trained_on
+    examples = sorted(pool[i] for i in torch.randperm(len(pool), generator=generator)[:CHECK_EXAMPLES].tolist())
+    loss_received = trainer.loss_on(examples)
+    trainer.set_federated({n: before[n] + share * tau[n] for n in names})
+    loss_control = trainer.loss_on(examples)
+    keep = math.isfinite(loss_received) and not loss_received > loss_control  # a NaN control keeps it
+    trainer.set_federated(now if keep else {n: own[n] for n in names})
+    return {
+        "received_weight": 1.0 if keep else 0.0,
+        "own_share": share,
+        "check_loss_received": loss_received,
+        "check_loss_control": loss_control,
     }

@@ -48,6 +48,11 @@ class TrainSettings:
             trained on) to check what it receives: each round, and for the final model, it starts from the point
             between its own last model and the received personalized one (see ``client.self_check.MIX_GRID``) with
             the lowest loss on them. 0 (default): no check, the site starts from what it receives.
+        partner_check: Each round after the first, and for the final model, the site checks what the others'
+            updates add to the model it receives, on its own training data (nothing held out): it compares the
+            received model with the point that has the same share of its own last update and nothing of the others'
+            (see ``client.self_check.check_partners``), and starts from its own last model where the received one
+            has the higher loss. Not with ``holdout_fraction``. False (default): no check.
     """
 
     local_epochs: int = 1
@@ -67,6 +72,7 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     max_new_tokens: int = 32
     holdout_fraction: float = 0.0
+    partner_check: bool = False
 
     def __post_init__(self):
         for name in (
@@ -100,6 +106,13 @@ class TrainSettings:
             or not 0 <= self.holdout_fraction < 1
         ):
             raise ValueError(f"holdout_fraction must be a number in [0, 1), got {self.holdout_fraction!r}")
+        if not isinstance(self.partner_check, bool):
+            raise ValueError(f"partner_check must be True or False, got {self.partner_check!r}")
+        if self.partner_check and self.holdout_fraction:
+            raise ValueError(
+                "partner_check and holdout_fraction are two ways to check the received model: set one of them, "
+                f"got partner_check=True and holdout_fraction={self.holdout_fraction}"
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
 

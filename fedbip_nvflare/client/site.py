@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from fedbip_nvflare.client.self_check import choose_start, save_own
+from fedbip_nvflare.client.self_check import check_partners, choose_start, save_own, save_received
 from fedbip_nvflare.client.settings import TrainSettings
 from fedbip_nvflare.client.site_state import HISTORY_FILE, SiteSnapshots
 from fedbip_nvflare.client.trainer_base import HEAD_FILE
@@ -101,8 +101,8 @@ class SiteSession:
         Args:
             params: Received personalized federated tensors θ̄_i.
             current_round: Round index (0-based); in round 0 the locally trained model is also evaluated.
-                With ``holdout_fraction`` set, the site first picks its starting point (see
-                :func:`fedbip_nvflare.client.self_check.choose_start`) and the received accuracy is that point's.
+                With ``holdout_fraction`` or ``partner_check`` set, the site first picks its starting point (see
+                :mod:`fedbip_nvflare.client.self_check`) and the received accuracy is that point's.
 
         Returns:
             ``(θ_i as numpy, metrics, meta)``: the FULL federated tensors after training, the metrics
@@ -110,7 +110,9 @@ class SiteSession:
             accuracy after local training), and site info (task, split sizes).
         """
         self.trainer.set_federated(params)
-        check = choose_start(self.trainer, params, self.state_dir)
+        check = self._check(params)
+        if self.trainer.settings.partner_check:
+            save_received(params, self.state_dir)
         subset = self.trainer.eval_subset(self.trainer.settings.round_eval_examples)
         metrics: Dict[str, float] = {K.ACCURACY_RECEIVED: self.trainer.evaluate(subset), **check}
         metrics.update({f"{name}_received": v for name, v in self.trainer.extra_metrics().items()})
@@ -119,7 +121,7 @@ class SiteSession:
             metrics[K.ACCURACY_LOCAL] = self.trainer.evaluate(subset)
             metrics.update({f"{name}_local": v for name, v in self.trainer.extra_metrics().items()})
         self.trainer.save_head(self.head_path)
-        if self.trainer.holdout:
+        if self.trainer.holdout or self.trainer.settings.partner_check:
             save_own(self.trainer, self.state_dir)
         self._record(current_round, metrics)
         if self.snapshots is not None and self.run_key is not None:
@@ -144,6 +146,12 @@ class SiteSession:
         )
         return to_numpy(self.trainer.get_federated()), metrics, self._info()
 
+    def _check(self, params: Mapping[str, Any]) -> Dict[str, float]:
+        """The site's check of the received ``params`` (loaded), by its settings; the chosen start stays loaded."""
+        if self.trainer.settings.partner_check:
+            return check_partners(self.trainer, params, self.state_dir)
+        return choose_start(self.trainer, params, self.state_dir)
+
     def _history(self) -> List[Dict[str, float]]:
         if not os.path.exists(self.history_path):
             return []
@@ -167,7 +175,7 @@ class SiteSession:
             peft adapter (+ head) was saved.
         """
         self.trainer.set_federated(params)
-        check = choose_start(self.trainer, params, self.state_dir)
+        check = self._check(params)
         accuracy = self.trainer.evaluate()
         extra = {**self.trainer.extra_metrics(), **check}
         adapter_dir = self.trainer.save_personalized(os.path.join(self.state_dir, K.ADAPTER_FOLDER))

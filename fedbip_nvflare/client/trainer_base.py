@@ -143,6 +143,11 @@ class SiteTrainer(ABC):
         """Number of training examples."""
         return len(self._train)
 
+    @property
+    def trained_on(self) -> List[int]:
+        """The training indices the site trains on: all of them but the holdout."""
+        return list(self._fit)
+
     def _split_holdout(self) -> Tuple[List[int], List[int]]:
         """``(held-out, trained-on)`` training indices: ``settings.holdout_fraction`` of them (at least one, and at
         least one left to train on) held out, a fixed subset seeded by ``settings.seed``."""
@@ -162,15 +167,20 @@ class SiteTrainer(ABC):
 
     def holdout_loss(self) -> float:
         """Mean training loss of the current model on the held-out training examples (NaN without a holdout)."""
-        if not self.holdout:
+        return self.loss_on(self.holdout)
+
+    def loss_on(self, indices: List[int]) -> float:
+        """Mean training loss of the current model on the training examples ``indices``, without training (NaN
+        for none)."""
+        if not indices:
             return float("nan")
         self.model.eval()
         size, total = self.settings.eval_batch_size, 0.0
         with torch.no_grad(), self.autocast():
-            for b in range(0, len(self.holdout), size):
-                batch = self.holdout[b : b + size]
+            for b in range(0, len(indices), size):
+                batch = indices[b : b + size]
                 total += float(self._batch_loss(batch)) * len(batch)
-        return total / len(self.holdout)
+        return total / len(indices)
 
     @property
     def n_test(self) -> int:

@@ -29,6 +29,8 @@ ALL_METHODS = [
     "fedbip-norm-bound",
     "fedbip-checked",
     "fedbip-cumulative-checked",
+    "fedbip-partner-check",
+    "fedbip-cumulative-partner-check",
     "fedbip-sa",
     "fedbip-cumulative-sa",
     "fedbip-centered-sa",

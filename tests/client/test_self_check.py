@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from fedbip_nvflare.client import SiteSession, TrainSettings, load_task_data
-from fedbip_nvflare.client.self_check import MIX_GRID, OWN_FILE, choose_start, mix, save_own
+from fedbip_nvflare.client.self_check import (
+    MIX_GRID,
+    OWN_FILE,
+    RECEIVED_FILE,
+    check_partners,
+    choose_start,
+    mix,
+    save_own,
+)
 from fedbip_nvflare.client.trainer import TextSiteTrainer
 from fedbip_nvflare.client.trainer_base import round_seed
 from fedbip_nvflare.models import LoraSettings
@@ -23,8 +31,8 @@ def _trainer(minilm_path, **settings) -> TextSiteTrainer:
     )
 
 
-def _garbage(params):
-    generator = torch.Generator().manual_seed(3)
+def _garbage(params, seed: int = 3):
+    generator = torch.Generator().manual_seed(seed)
     return {n: t + 0.5 * torch.randn(t.shape, generator=generator) for n, t in params.items()}
 
 
@@ -121,3 +129,58 @@ def test_holdout_fraction_is_validated(minilm_path):
             TrainSettings(**SETTINGS, holdout_fraction=0.5),
             "cpu",
         )
+
+
+def _scaled(params, base, factor):
+    return {n: base[n] + factor * (torch.as_tensor(params[n]) - base[n]) for n in base}
+
+
+def test_partner_check_keeps_received_models_that_only_carry_the_own_update(tmp_path, minilm_path):
+    site = SiteSession(
+        "site-1", str(tmp_path), minilm_path, DATA, LoraSettings(), TrainSettings(**SETTINGS, partner_check=True)
+    )
+    start = site.trainer.get_federated()
+    params, metrics, _ = site.train(start, 0)
+    assert metrics["received_weight"] == 1.0, "round 0 has nothing to check against"
+    assert os.path.exists(tmp_path / OWN_FILE) and os.path.exists(tmp_path / RECEIVED_FILE)
+    own = {n: torch.as_tensor(v) for n, v in params.items()}
+    # Received exactly the site's own update at 60 %: the control point is the received model, so it is kept.
+    received = _scaled(own, start, 0.6)
+    site.trainer.set_federated(received)
+    check = check_partners(site.trainer, received, str(tmp_path))
+    assert check["own_share"] == pytest.approx(0.6, abs=1e-4)
+    assert check["check_loss_received"] == pytest.approx(check["check_loss_control"], rel=1e-5)
+    assert check["received_weight"] == 1.0
+    loaded = site.trainer.get_federated()
+    assert all(torch.allclose(loaded[n], received[n]) for n in received)
+
+
+def test_partner_check_rejects_harmful_partner_updates_for_the_own_model(tmp_path, minilm_path):
+    settings = TrainSettings(**SETTINGS, partner_check=True)
+    site = SiteSession("site-1", str(tmp_path), minilm_path, DATA, LoraSettings(), settings)
+    start = site.trainer.get_federated()
+    params, _, _ = site.train(start, 0)
+    own = {n: torch.as_tensor(v) for n, v in params.items()}
+    harmful = _garbage(own)  # own model plus large noise: the others' part raises the training loss
+    site.trainer.set_federated(harmful)
+    check = check_partners(site.trainer, harmful, str(tmp_path))
+    assert check["check_loss_received"] > check["check_loss_control"]
+    assert check["received_weight"] == 0.0
+    loaded = site.trainer.get_federated()
+    assert all(torch.equal(loaded[n], own[n]) for n in own), "the site's own last model is what stays loaded"
+    params, metrics, _ = site.train(harmful, 1)
+    assert metrics["received_weight"] == 0.0 and metrics["check_loss_received"] > metrics["check_loss_control"]
+    final, _ = site.validate(_garbage({n: torch.as_tensor(v) for n, v in params.items()}, seed=5))
+    assert final["received_weight"] == 0.0 and final["check_loss_received"] > final["check_loss_control"]
+    assert 0.0 <= final["accuracy"] <= 1.0
+
+
+def test_partner_check_needs_a_last_round_and_is_off_by_default(tmp_path, minilm_path):
+    plain = _trainer(minilm_path)
+    assert check_partners(plain, plain.get_federated(), str(tmp_path)) == {}
+    checking = _trainer(minilm_path, partner_check=True)
+    assert check_partners(checking, checking.get_federated(), str(tmp_path)) == {"received_weight": 1.0}
+    with pytest.raises(ValueError, match="set one of them"):
+        TrainSettings(partner_check=True, holdout_fraction=0.1)
+    with pytest.raises(ValueError, match="partner_check must be True or False"):
+        TrainSettings(partner_check="yes")
