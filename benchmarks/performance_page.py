@@ -7,7 +7,8 @@ and ``gpu-h200/*.json``
 under ``--results`` (default ``benchmarks/results/performance``) and prints (or writes) the page: every file's
 command, commit and machine, flagged "untraceable: rerun" where its commit is missing, unknown here, or does not
 hold the version of the script that made it (the script as of the commit that committed the file); the targets
-with the figure measured and whether it is met; then the tables behind them. Every figure names its JSON file.
+with the figure measured and whether it is met; what limits each aggregation target, from the same numbers; then
+the tables behind them. Every figure names its JSON file.
 Times with repeats are given as median (min–max); streamed "all N" times measured on fewer clients are labelled
 extrapolated. ``--readme`` replaces the text between ``<!-- perf-table:begin -->`` and ``<!-- perf-table:end -->``
 with the targets table.
@@ -298,6 +299,219 @@ def throughput_target(source: Source) -> List[str]:
     ]
 
 
+# -- what limits us ------------------------------------------------------------------------------------------
+def _span(values: Sequence[float], fmt: Callable[[float], str] = num, unit: str = "") -> str:
+    """``min–max`` of ``values`` (just the value when they are all equal), each with ``unit``."""
+    low, high = fmt(min(values)), fmt(max(values))
+    return f"{low}{unit}" if low == high else f"{low}–{high}{unit}"
+
+
+def _names(cells: Sequence[str]) -> str:
+    """``A; B and C``: cell names, which hold commas themselves."""
+    return cells[0] if len(cells) == 1 else "; ".join(cells[:-1]) + " and " + cells[-1]
+
+
+def _plural(count: int, word: str) -> str:
+    """``1 attempt``, ``3 attempts``."""
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def _times_x(ratio: float) -> str:
+    """A loop's ratio: ``6.6×``, ``101×``, ``12,066×``."""
+    return f"{ratio:.1f}×" if ratio < 100 else f"{ratio:,.0f}×"
+
+
+def _excess_us(r: Mapping[str, Any]) -> float:
+    """Model-level's median above the strong floor, per input tensor: (model − strong floor) / (N × tensors), µs."""
+    return (_median(r, "model") - _strong_floor(r)) / (r["clients"] * r["tensors"]) * 1e6
+
+
+def floor_limits(source: Source, where: str) -> str:
+    """Paragraph on the ≤ 2× strong-floor target: the cells over, the excess per tensor, 16-bit math, spread."""
+    lead = f"**{where}: model-level ≤ {FLOOR_BOUND:g}× the strong floor.**"
+    records = grid_records(source)
+    strong = [r for r in records if _strong_floor(r)]
+    if not strong:
+        return (
+            f"{lead} {source.cite} has no strong floor (older layout), so the excess over it is not computed here; "
+            "the targets table judges model-level against the contiguous floor."
+        )
+    ratio = {cell_name(r): _median(r, "model") / _strong_floor(r) for r in strong}
+    over = [r for r in strong if ratio[cell_name(r)] > FLOOR_BOUND]
+    within = [r for r in strong if ratio[cell_name(r)] <= FLOOR_BOUND]
+    parts = [f"{lead} From {source.cite} (medians):"]
+    if over:
+        parts.append(f"{len(over)} of {len(strong)} cells are over: {_names([cell_name(r) for r in over])}.")
+    else:
+        parts.append(f"all {len(strong)} cells meet it.")
+    counted = [r for r in strong if r.get("tensors")]
+    if counted:
+        groups = [("those cells", [r for r in over if r.get("tensors")])]
+        groups.append((f"the {len(within)} within it" if over else "them", [r for r in within if r.get("tensors")]))
+        said = [f"{_span([_excess_us(r) for r in g], unit=' µs')} in {name}" for name, g in groups if g]
+        parts.append(
+            "Model-level's time above the strong floor per input tensor ((model − strong floor) ÷ (N × tensors)) is "
+            + " and ".join(said)
+            + "."
+        )
+        by_d: Dict[int, List[Mapping[str, Any]]] = {}
+        for r in counted:
+            by_d.setdefault(nominal(r["params"]), []).append(r)
+        if len(by_d) > 1:
+            spans = [
+                f"{_span([_excess_us(r) for r in rs], unit=' µs')} at d=1e{round(math.log10(d))} "
+                f"({_span([r['tensors'] for r in rs], lambda t: f'{int(t):,}')} tensors of "
+                f"{_span([r['params'] / r['tensors'] for r in rs], lambda v: f'{v:,.0f}')} parameters on average)"
+                for d, rs in sorted(by_d.items())
+            ]
+            highs = [max(_excess_us(r) for r in rs) for _, rs in sorted(by_d.items())]
+            lows = [min(_excess_us(r) for r in rs) for _, rs in sorted(by_d.items())]
+            grows = all(h < lo for h, lo in zip(highs, lows[1:]))
+            parts.append(
+                f"By d: {'; '.join(spans)}. "
+                + (
+                    "The excess per tensor grows with the tensors' size, so it is not a fixed per-tensor cost alone."
+                    if grows
+                    else "The ranges overlap across d, as they would for a fixed per-tensor cost."
+                )
+            )
+    parts += _fp32_math_limits(strong, ratio)
+    parts += _spread_limits(strong)
+    return " ".join(parts)
+
+
+def _fp32_math_limits(strong: Sequence[Mapping[str, Any]], ratio: Mapping[str, float]) -> List[str]:
+    """Sentences on the 16-bit cells: how much of the excess the fp32-math strong floor accounts for."""
+    half = [r for r in strong if r.get("strong_floor_fp32_math_s")]
+    if not half:
+        return []
+    gap = {cell_name(r): _median(r, "strong_floor_fp32_math") - _strong_floor(r) for r in half}
+    excess = {cell_name(r): _median(r, "model") - _strong_floor(r) for r in half}
+    above = [cell_name(r) for r in half if gap[cell_name(r)] > 0]
+    below = [cell_name(r) for r in half if gap[cell_name(r)] <= 0]
+    dtypes = "/".join(sorted({r["dtype"] for r in half}))
+    out = []
+    if above:
+        text = (
+            f"In {len(above)} of the {len(half)} {dtypes} cells the fp32-math strong floor (FedBip accumulates in "
+            f"fp32) is above the {dtypes} one" + (f", and below it in {_names(below)}." if below else ".")
+        )
+        shares = {c: 100 * gap[c] / excess[c] for c in above if excess[c] > 0}
+        if shares:
+            most = max(shares, key=shares.get)
+            share = _span(list(shares.values()), lambda v: f"{v:.0f}")
+            text += (
+                f" Where above, the difference is {share} % of model-level's excess over the {dtypes} strong floor "
+                f"(most in {most}: {shares[most]:.0f} %)."
+            )
+        out.append(text)
+    else:
+        out.append(f"In all {len(half)} {dtypes} cells the fp32-math strong floor is at or below the {dtypes} one.")
+    over = [r for r in half if ratio[cell_name(r)] > FLOOR_BOUND]
+    if over:
+        fp32 = {cell_name(r): _median(r, "model") / _median(r, "strong_floor_fp32_math") for r in over}
+        met = [c for c in fp32 if fp32[c] <= FLOOR_BOUND]
+        said = "; ".join(f"{c}: {fp32[c]:.2f}×" for c in fp32)
+        out.append(
+            f"Against the fp32-math strong floor, {len(met)} of the {len(over)} {dtypes} cells over "
+            f"{FLOOR_BOUND:g}× would be within it ({said})."
+        )
+    return out
+
+
+def _spread_limits(strong: Sequence[Mapping[str, Any]]) -> List[str]:
+    """Sentences on the cells whose model-level spread stayed above ``--max-spread`` after all attempts."""
+    checked = [r for r in strong if "max_spread" in r and "model" in r.get("spread", {})]
+    if not checked:
+        return []
+    wide = [r for r in checked if r["spread"]["model"] > r["max_spread"]]
+    limit = ", ".join(sorted({f"{r['max_spread']:g}" for r in checked}))
+    if not wide:
+        return [f"Model-level's (max − min) ÷ median stayed within {limit} in every cell."]
+    said = []
+    for r in wide:
+        times, floor = r.get("model_times_s") or [r["model_s"]], _strong_floor(r)
+        said.append(
+            f"{cell_name(r)} ({r['spread']['model']:.2f} after {_plural(r.get('attempts', 1), 'attempt')}; rounds "
+            f"{', '.join(num(t) for t in times)} s: the fastest is {min(times) / floor:.2f}× the strong floor, the "
+            f"median {statistics.median(times) / floor:.2f}×)"
+        )
+    return [
+        f"Model-level's (max − min) ÷ median stayed above {limit} after all attempts in {len(wide)} of "
+        f"{len(checked)} cells: {'; '.join(said)}."
+    ]
+
+
+def layer_limits(source: Source, where: str) -> str:
+    """Paragraph on the layer-wise ≤ 1.5× model-level target."""
+    lead = f"**{where}: layer-wise ≤ {LAYER_BOUND:g}× model-level.**"
+    records = grid_records(source)
+    if not records:
+        return f"{lead} {source.cite} has no cells of the grid."
+    ratio = {cell_name(r): _median(r, "layer") / _median(r, "model") for r in records}
+    over = [c for c in ratio if ratio[c] > LAYER_BOUND]
+    high, low = max(ratio, key=ratio.get), min(ratio, key=ratio.get)
+    verdict = f"Not met in {len(over)} of {len(ratio)} cells" if over else "Met"
+    wide = {cell_name(r) for r in records if r.get("spread", {}).get("model", 0) > r.get("max_spread", math.inf)}
+    note = ", whose model-level spread stayed above the threshold" if low in wide else ""
+    return (
+        f"{lead} {verdict} in {source.cite}: layer-wise ÷ model-level is {ratio[low]:.2f}–{ratio[high]:.2f}× over "
+        f"{len(ratio)} cells (medians), highest in {high} ({ratio[high]:.2f}×), lowest in {low} "
+        f"({ratio[low]:.2f}×{note})."
+    )
+
+
+def pairwise_limits(source: Source, where: str) -> List[str]:
+    """Paragraph on the ≥ 20× pairwise target: loop ÷ model-level, and loop ÷ floor, the most any call could show."""
+    lead = f"**{where}: ≥ {PAIRWISE_BOUND:g}× a pairwise loop at N = {PAIRWISE_CLIENTS}.**"
+    records = [r for r in grid_records(source) if r["clients"] == PAIRWISE_CLIENTS]
+    if not records:
+        return [f"{lead} {source.cite} has no cell with N = {PAIRWISE_CLIENTS}."]
+    has_strong = any(_strong_floor(r) for r in records)
+    floor_name = "strong floor" if has_strong else "contiguous floor"
+    why = "" if has_strong else " (this file has no strong floor)"
+    lines = [
+        f"{lead} From {source.cite}; each loop is one run, model-level and the floor are medians. Loop ÷ "
+        f"{floor_name}{why} is the largest speed-up that any implementation doing the {floor_name}'s work could "
+        "show against that loop.",
+        "",
+    ]
+    for key, loop in (("per_tensor_s", "Per-tensor loop"), ("pairwise_s", "Flattened loop")):
+        missing = []
+        for r in records:
+            if not r.get(key):
+                missing.append(cell_name(r))
+                continue
+            floor = (_strong_floor(r) if has_strong else None) or _median(r, "floor")
+            bound = r[key] / floor
+            text = (
+                f"- {loop}, {cell_name(r)}: {num(r[key])} s, {_times_x(r[key] / _median(r, 'model'))} model-level, "
+                f"{_times_x(bound)} the {floor_name}"
+            )
+            if bound < PAIRWISE_BOUND:
+                text += f", so {PAIRWISE_BOUND:g}× is out of reach for any implementation against this loop."
+            else:
+                need = r[key] / PAIRWISE_BOUND
+                multiple = f"{need / floor:.2f}×" if need / floor < 100 else _times_x(need / floor)
+                text += f"; {PAIRWISE_BOUND:g}× needs model-level ≤ {num(need)} s, {multiple} the {floor_name}."
+            lines.append(text)
+        if missing:
+            lines.append(f"- {loop}: not measured in {_names(missing)}.")
+    return lines
+
+
+def limits_lines(sources: Mapping[str, Source]) -> List[str]:
+    """The "What limits us" section's body: one paragraph per aggregation target, per aggregation file."""
+    lines: List[str] = []
+    for path, source in sources.items():
+        if not os.path.basename(path).startswith("aggregation"):
+            continue
+        where = device_of(source)
+        lines += [floor_limits(source, where), "", layer_limits(source, where), "", *pairwise_limits(source, where)]
+        lines.append("")
+    return lines[:-1]
+
+
 # -- page -----------------------------------------------------------------------------------------------------
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
     """Markdown table lines."""
@@ -580,6 +794,7 @@ def page(sources: Mapping[str, Source], command: str) -> str:
         "",
         targets_table(sources),
         "",
+        *(["## What limits us", "", *limits_lines(sources), ""] if limits_lines(sources) else []),
         "## Method",
         "",
         METHOD,
