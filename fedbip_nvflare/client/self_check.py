@@ -134,7 +134,8 @@ def check_partners(trainer: SiteTrainer, received: Mapping[str, torch.Tensor], s
 
     Returns:
         ``{"received_weight": 1.0 (received kept) or 0.0 (own model), "own_share": a, "check_loss_received":,
-        "check_loss_control":}`` (only ``received_weight`` before the second round; empty without the check).
+        "check_loss_control":, "check_loss_own":}`` (the losses of θ̄', the control and θ; only ``received_weight``
+        before the second round; empty without the check).
     """
     if not trainer.settings.partner_check:
         return {}
@@ -153,11 +154,15 @@ def check_partners(trainer: SiteTrainer, received: Mapping[str, torch.Tensor], s
     loss_received = trainer.loss_on(examples)
     trainer.set_federated({n: before[n] + share * tau[n] for n in names})
     loss_control = trainer.loss_on(examples)
+    trainer.set_federated({n: own[n] for n in names})
+    loss_own = trainer.loss_on(examples)  # recorded: how far the own model's fit is below both
     keep = math.isfinite(loss_received) and not loss_received > loss_control  # a NaN control keeps it
-    trainer.set_federated(now if keep else {n: own[n] for n in names})
+    if keep:
+        trainer.set_federated(now)
     return {
         "received_weight": 1.0 if keep else 0.0,
         "own_share": share,
         "check_loss_received": loss_received,
         "check_loss_control": loss_control,
+        "check_loss_own": loss_own,
     }
