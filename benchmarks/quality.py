@@ -334,10 +334,16 @@ METHODS: Dict[str, Method] = {
     # model) from the received model, its own last model or their midpoint, whichever scores best on them.
     "fedbip-checked": Method(_fedbip_recipe, _options(holdout_fraction=0.125)),
     "fedbip-cumulative-checked": Method(_fedbip_recipe, _options(similarity_on="cumulative", holdout_fraction=0.125)),
-    # Beyond the paper: nothing held out; each site starts from its own last model where the others' updates in the
-    # received model raise its training loss against a control with its own share of its update (partner_check).
-    "fedbip-partner-check": Method(_fedbip_recipe, _options(partner_check=True)),
-    "fedbip-cumulative-partner-check": Method(_fedbip_recipe, _options(similarity_on="cumulative", partner_check=True)),
+    # Beyond the paper: nothing held out; each site starts from its own last model where the received model has the
+    # higher training loss than a control point with its own share of its update and nothing of the others'.
+    "fedbip-partner-check": Method(_fedbip_recipe, _options(partner_check="control")),
+    "fedbip-cumulative-partner-check": Method(
+        _fedbip_recipe, _options(similarity_on="cumulative", partner_check="control")
+    ),
+    # The same, compared with the site's own last model: the received one is kept only where it fits the site's
+    # training data at least as well as the model trained on it.
+    "fedbip-own-check": Method(_fedbip_recipe, _options(partner_check="own")),
+    "fedbip-cumulative-own-check": Method(_fedbip_recipe, _options(similarity_on="cumulative", partner_check="own")),
     # Beyond the paper, after FedSA-LoRA: LoRA A averaged over all clients, FedBip's weights (from B's cosines) on B.
     "fedbip-sa": Method(_fedbip_recipe, _options(share_lora_a=True)),
     "fedbip-cumulative-sa": Method(_fedbip_recipe, _options(similarity_on="cumulative", share_lora_a=True)),

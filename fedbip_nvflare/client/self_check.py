@@ -7,8 +7,8 @@ Two checks, one per site setting:
 - ``holdout_fraction`` (:func:`choose_start`): the received model, the site's own last model or their midpoint,
   whichever has the lowest loss on training examples the site holds out (and never trains on).
 - ``partner_check`` (:func:`check_partners`): nothing held out. On its training data, the site compares the received
-  model with a control point that has the same share of the site's own last update and nothing else, so the own
-  update's fit to these examples is in both, and only what the others' updates add is judged.
+  model with its own last model ("own"), or with a control point that has the same share of the site's own last
+  update and nothing of the others' ("control").
 """
 
 import logging
@@ -114,17 +114,21 @@ def _dot(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
 
 
 def check_partners(trainer: SiteTrainer, received: Mapping[str, torch.Tensor], state_dir: str) -> Dict[str, float]:
-    """Loads into ``trainer`` the received model if the others' updates in it do not raise the site's training loss,
-    else the site's own last model.
+    """Loads into ``trainer`` the received model θ̄', or the site's own last model θ where θ̄' fits the site's
+    training examples worse than the comparison point of ``settings.partner_check`` does.
 
-    With θ̄ the model the site received last round, θ its own model trained from it (so τ = θ − θ̄ is the task
-    vector the server got) and θ̄' the model received now: the site's own share is ``a``, the projection of
-    θ̄' − θ̄ on τ clipped to [0, 1], and the control point is ``θ̄ + a·τ``. θ̄' minus the control is what the
-    others' updates add beyond the site's own direction. The site keeps θ̄' where its loss on (at most
-    :data:`CHECK_EXAMPLES` of) its training examples is not above the control's, and starts from θ otherwise.
+    The losses are the mean training loss on (at most :data:`CHECK_EXAMPLES` of) the site's training examples, nothing
+    held out. The comparison point, by mode (``client.settings.PARTNER_CHECKS``):
 
-    Without ``partner_check`` nothing is checked; before the site's second round (nothing received or trained
-    before), the received model stays loaded.
+    - ``"own"``: θ itself. θ̄' is kept only where it fits the site's data at least as well as the site's own model,
+      which was trained on that data: the others' updates must make up for the share of the site's own update that
+      the received model lacks.
+    - ``"control"``: with θ̄ the model received last round (θ was trained from it, so τ = θ − θ̄ is the task vector
+      the server got), the point ``θ̄ + a·τ``, ``a`` the projection of θ̄' − θ̄ on τ clipped to [0, 1]: the site's
+      own share of θ̄' and nothing of the others', so only what the others add beyond the site's direction is judged.
+
+    Without ``partner_check`` nothing is checked; before the site's second round (nothing trained before), the
+    received model stays loaded.
 
     Args:
         trainer: The site's trainer, with the received model already loaded.
@@ -133,36 +137,34 @@ def check_partners(trainer: SiteTrainer, received: Mapping[str, torch.Tensor], s
             last own and received models).
 
     Returns:
-        ``{"received_weight": 1.0 (received kept) or 0.0 (own model), "own_share": a, "check_loss_received":,
-        "check_loss_control":, "check_loss_own":}`` (the losses of θ̄', the control and θ; only ``received_weight``
-        before the second round; empty without the check).
+        ``{"received_weight": 1.0 (received kept) or 0.0 (own model), "check_loss_received":, "check_loss_own":}``
+        and, for "control", ``"own_share": a, "check_loss_control":`` (only ``received_weight`` before the second
+        round; empty without the check).
     """
-    if not trainer.settings.partner_check:
+    mode = trainer.settings.partner_check
+    if mode is None:
         return {}
-    own, before = load_own(trainer, state_dir), _load(trainer, os.path.join(state_dir, RECEIVED_FILE))
+    own = load_own(trainer, state_dir)
+    before = _load(trainer, os.path.join(state_dir, RECEIVED_FILE)) if mode == "control" else {}
     if own is None or before is None:
         return {"received_weight": 1.0}
     names = [n for n in trainer.federated_names if n in received]  # a federated head may not have arrived yet
     now = {n: torch.as_tensor(received[n]).float() for n in names}
-    tau = {n: own[n] - before[n] for n in names}
-    moved = {n: now[n] - before[n] for n in names}
-    norm2 = _dot(tau, tau)
-    share = min(1.0, max(0.0, _dot(moved, tau) / norm2)) if norm2 > 0 else 0.0
     generator = torch.Generator().manual_seed(trainer.settings.seed * 7_919 + 11)
     pool = trainer.trained_on
     examples = sorted(pool[i] for i in torch.randperm(len(pool), generator=generator)[:CHECK_EXAMPLES].tolist())
-    loss_received = trainer.loss_on(examples)
-    trainer.set_federated({n: before[n] + share * tau[n] for n in names})
-    loss_control = trainer.loss_on(examples)
+    check = {"check_loss_received": trainer.loss_on(examples)}
+    if mode == "control":
+        tau = {n: own[n] - before[n] for n in names}
+        moved = {n: now[n] - before[n] for n in names}
+        norm2 = _dot(tau, tau)
+        check["own_share"] = min(1.0, max(0.0, _dot(moved, tau) / norm2)) if norm2 > 0 else 0.0
+        trainer.set_federated({n: before[n] + check["own_share"] * tau[n] for n in names})
+        check["check_loss_control"] = trainer.loss_on(examples)
     trainer.set_federated({n: own[n] for n in names})
-    loss_own = trainer.loss_on(examples)  # recorded: how far the own model's fit is below both
-    keep = math.isfinite(loss_received) and not loss_received > loss_control  # a NaN control keeps it
+    check["check_loss_own"] = trainer.loss_on(examples)
+    bar = check["check_loss_control" if mode == "control" else "check_loss_own"]
+    keep = math.isfinite(check["check_loss_received"]) and not check["check_loss_received"] > bar  # NaN bar: keep
     if keep:
         trainer.set_federated(now)
-    return {
-        "received_weight": 1.0 if keep else 0.0,
-        "own_share": share,
-        "check_loss_received": loss_received,
-        "check_loss_control": loss_control,
-        "check_loss_own": loss_own,
-    }
+    return {"received_weight": 1.0 if keep else 0.0, **check}

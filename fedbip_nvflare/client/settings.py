@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 PRECISIONS: Tuple[str, ...] = ("fp32", "bf16", "fp16")
+# partner_check's modes: what the received model's training loss is compared with (client.self_check.check_partners).
+PARTNER_CHECKS: Tuple[str, ...] = ("own", "control")
 
 
 @dataclass
@@ -48,11 +50,11 @@ class TrainSettings:
             trained on) to check what it receives: each round, and for the final model, it starts from the point
             between its own last model and the received personalized one (see ``client.self_check.MIX_GRID``) with
             the lowest loss on them. 0 (default): no check, the site starts from what it receives.
-        partner_check: Each round after the first, and for the final model, the site checks what the others'
-            updates add to the model it receives, on its own training data (nothing held out): it compares the
-            received model with the point that has the same share of its own last update and nothing of the others'
-            (see ``client.self_check.check_partners``), and starts from its own last model where the received one
-            has the higher loss. Not with ``holdout_fraction``. False (default): no check.
+        partner_check: Each round after the first, and for the final model, the site checks the model it receives on
+            its own training data (nothing held out) and starts from its own last model instead where the received
+            one has the higher loss than the comparison point: ``"own"``, its own last model; ``"control"``, the
+            point with the received model's share of the site's own last update and nothing of the others' (see
+            ``client.self_check.check_partners``). Not with ``holdout_fraction``. None (default): no check.
     """
 
     local_epochs: int = 1
@@ -72,7 +74,7 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     max_new_tokens: int = 32
     holdout_fraction: float = 0.0
-    partner_check: bool = False
+    partner_check: Optional[str] = None
 
     def __post_init__(self):
         for name in (
@@ -106,12 +108,12 @@ class TrainSettings:
             or not 0 <= self.holdout_fraction < 1
         ):
             raise ValueError(f"holdout_fraction must be a number in [0, 1), got {self.holdout_fraction!r}")
-        if not isinstance(self.partner_check, bool):
-            raise ValueError(f"partner_check must be True or False, got {self.partner_check!r}")
-        if self.partner_check and self.holdout_fraction:
+        if self.partner_check is not None and self.partner_check not in PARTNER_CHECKS:
+            raise ValueError(f"partner_check must be one of {list(PARTNER_CHECKS)} or None, got {self.partner_check!r}")
+        if self.partner_check is not None and self.holdout_fraction:
             raise ValueError(
                 "partner_check and holdout_fraction are two ways to check the received model: set one of them, "
-                f"got partner_check=True and holdout_fraction={self.holdout_fraction}"
+                f"got partner_check={self.partner_check!r} and holdout_fraction={self.holdout_fraction}"
             )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")

@@ -111,7 +111,7 @@ class SiteSession:
         """
         self.trainer.set_federated(params)
         check = self._check(params)
-        if self.trainer.settings.partner_check:
+        if self.trainer.settings.partner_check == "control":
             save_received(params, self.state_dir)
         subset = self.trainer.eval_subset(self.trainer.settings.round_eval_examples)
         metrics: Dict[str, float] = {K.ACCURACY_RECEIVED: self.trainer.evaluate(subset), **check}
@@ -121,7 +121,7 @@ class SiteSession:
             metrics[K.ACCURACY_LOCAL] = self.trainer.evaluate(subset)
             metrics.update({f"{name}_local": v for name, v in self.trainer.extra_metrics().items()})
         self.trainer.save_head(self.head_path)
-        if self.trainer.holdout or self.trainer.settings.partner_check:
+        if self.trainer.holdout or self.trainer.settings.partner_check is not None:
             save_own(self.trainer, self.state_dir)
         self._record(current_round, metrics)
         if self.snapshots is not None and self.run_key is not None:
@@ -148,7 +148,7 @@ class SiteSession:
 
     def _check(self, params: Mapping[str, Any]) -> Dict[str, float]:
         """The site's check of the received ``params`` (loaded), by its settings; the chosen start stays loaded."""
-        if self.trainer.settings.partner_check:
+        if self.trainer.settings.partner_check is not None:
             return check_partners(self.trainer, params, self.state_dir)
         return choose_start(self.trainer, params, self.state_dir)
 

@@ -214,8 +214,9 @@ class FedBipRecipe(Recipe):
             every round (and its final model) from whichever of the received model, its own last model and their
             midpoint has the lowest loss on them (``fedbip_nvflare.client.self_check``); 0: off.
         partner_check: Beyond the paper: each site starts every round after the first (and its final model) from its
-            own last model instead of the received one where the others' updates in the received model raise its
-            loss on its own training data (``fedbip_nvflare.client.self_check.check_partners``); not with
+            own last model instead of the received one where the received one has the higher loss on the site's own
+            training data than its own last model (``"own"``) or than a control point without the others' updates
+            (``"control"``) (``fedbip_nvflare.client.self_check.check_partners``); None: off. Not with
             ``holdout_fraction``.
         num_threads: torch CPU threads per site (None: torch default).
         seed: Seed of θ̄⁰, the heads and shuffling.
@@ -300,7 +301,7 @@ class FedBipRecipe(Recipe):
         gradient_checkpointing: bool = False,
         max_new_tokens: int = 32,
         holdout_fraction: float = 0.0,
-        partner_check: bool = False,
+        partner_check: Optional[str] = None,
         resume_from: Optional[str] = None,
         site_state_root: Optional[str] = None,
         rule: Optional[AggregationRule] = None,

@@ -31,6 +31,8 @@ ALL_METHODS = [
     "fedbip-cumulative-checked",
     "fedbip-partner-check",
     "fedbip-cumulative-partner-check",
+    "fedbip-own-check",
+    "fedbip-cumulative-own-check",
     "fedbip-sa",
     "fedbip-cumulative-sa",
     "fedbip-centered-sa",

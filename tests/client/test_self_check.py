@@ -137,7 +137,7 @@ def _scaled(params, base, factor):
 
 def test_partner_check_keeps_received_models_that_only_carry_the_own_update(tmp_path, minilm_path):
     site = SiteSession(
-        "site-1", str(tmp_path), minilm_path, DATA, LoraSettings(), TrainSettings(**SETTINGS, partner_check=True)
+        "site-1", str(tmp_path), minilm_path, DATA, LoraSettings(), TrainSettings(**SETTINGS, partner_check="control")
     )
     start = site.trainer.get_federated()
     params, metrics, _ = site.train(start, 0)
@@ -156,7 +156,7 @@ def test_partner_check_keeps_received_models_that_only_carry_the_own_update(tmp_
 
 
 def test_partner_check_rejects_harmful_partner_updates_for_the_own_model(tmp_path, minilm_path):
-    settings = TrainSettings(**SETTINGS, partner_check=True)
+    settings = TrainSettings(**SETTINGS, partner_check="control")
     site = SiteSession("site-1", str(tmp_path), minilm_path, DATA, LoraSettings(), settings)
     start = site.trainer.get_federated()
     params, _, _ = site.train(start, 0)
@@ -178,9 +178,30 @@ def test_partner_check_rejects_harmful_partner_updates_for_the_own_model(tmp_pat
 def test_partner_check_needs_a_last_round_and_is_off_by_default(tmp_path, minilm_path):
     plain = _trainer(minilm_path)
     assert check_partners(plain, plain.get_federated(), str(tmp_path)) == {}
-    checking = _trainer(minilm_path, partner_check=True)
+    checking = _trainer(minilm_path, partner_check="control")
     assert check_partners(checking, checking.get_federated(), str(tmp_path)) == {"received_weight": 1.0}
     with pytest.raises(ValueError, match="set one of them"):
-        TrainSettings(partner_check=True, holdout_fraction=0.1)
-    with pytest.raises(ValueError, match="partner_check must be True or False"):
-        TrainSettings(partner_check="yes")
+        TrainSettings(partner_check="own", holdout_fraction=0.1)
+    for bad in ("yes", True):
+        with pytest.raises(ValueError, match="partner_check must be one of"):
+            TrainSettings(partner_check=bad)
+
+
+def test_partner_check_own_keeps_only_a_received_model_that_fits_as_well_as_the_own_one(tmp_path, minilm_path):
+    settings = TrainSettings(**SETTINGS, partner_check="own")
+    site = SiteSession("site-1", str(tmp_path), minilm_path, DATA, LoraSettings(), settings)
+    start = site.trainer.get_federated()
+    params, _, _ = site.train(start, 0)
+    assert not os.path.exists(tmp_path / RECEIVED_FILE), "the own mode needs only the own model"
+    own = {n: torch.as_tensor(v) for n, v in params.items()}
+    site.trainer.set_federated(own)  # received exactly the own model: a tie keeps the received one
+    check = check_partners(site.trainer, own, str(tmp_path))
+    assert check["received_weight"] == 1.0 and check["check_loss_received"] == check["check_loss_own"]
+    assert "check_loss_control" not in check
+    # Half of the own update: the site's data is fitted worse than by its own model, so the own model wins.
+    half = _scaled(own, start, 0.5)
+    site.trainer.set_federated(half)
+    check = check_partners(site.trainer, half, str(tmp_path))
+    assert check["check_loss_received"] > check["check_loss_own"] and check["received_weight"] == 0.0
+    loaded = site.trainer.get_federated()
+    assert all(torch.equal(loaded[n], own[n]) for n in own)
