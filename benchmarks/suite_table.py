@@ -27,6 +27,7 @@ COLUMNS = {
     "fedbip": "FedBip",
     "fedbip-l": "FedBip-L",
     "fedbip-cumulative": "FedBip-cumulative",
+    "fedbip-own-check": "FedBip + own check",
     "oracle-groups": "oracle groups",
 }
 BEGIN, END = "<!-- suite-table:begin -->", "<!-- suite-table:end -->"

@@ -30,7 +30,7 @@ def test_means_paired_deltas_and_missing_methods(tmp_path):
     # local 70 / 80; fedbip 75 / 95 (Δ +5 / +15); fedsa-lora 60 / 80 (Δ -10 / +0)
     assert rows[0] == (
         "| [text-groups](text-groups/summary.md) (2 seeds, accuracy) | 75.0 ± 7.1 | – | – | 70.0 ± 14.1 (-5.0 ± 7.1) "
-        "| – | 85.0 ± 14.1 (+10.0 ± 7.1) | – | – | – |"
+        "| – | 85.0 ± 14.1 (+10.0 ± 7.1) | – | – | – | – |"
     )
     assert rows[1].startswith("| [instruct-tasks](instruct-tasks/summary.md) (2 seeds, exact match) |")
 
