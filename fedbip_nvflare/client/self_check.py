@@ -145,8 +145,8 @@ def check_partners(trainer: SiteTrainer, received: Mapping[str, torch.Tensor], s
     if mode is None:
         return {}
     own = load_own(trainer, state_dir)
-    before = _load(trainer, os.path.join(state_dir, RECEIVED_FILE)) if mode == "control" else {}
-    if own is None or before is None:
+    before = _load(trainer, os.path.join(state_dir, RECEIVED_FILE)) if mode == "control" else None
+    if own is None or (mode == "control" and before is None):
         return {"received_weight": 1.0}
     names = [n for n in trainer.federated_names if n in received]  # a federated head may not have arrived yet
     now = {n: torch.as_tensor(received[n]).float() for n in names}
