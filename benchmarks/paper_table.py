@@ -114,15 +114,21 @@ def write_between_markers(path: str, text: str, begin: str = BEGIN, end: str = E
         f.write(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
+def outputs_exist(outputs: Sequence[str]) -> bool:
+    """True where every folder holds a ``benchmark.json``; else prints an error naming the others (for ``main``)."""
+    missing = [o for o in outputs if not os.path.exists(os.path.join(o, "benchmark.json"))]
+    if missing:
+        print(f"error: no benchmark.json in {', '.join(missing)} (run benchmarks.quality first)", file=sys.stderr)
+    return not missing
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Prints the table (and writes it into ``--write`` files); 2 for a folder without ``benchmark.json``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("outputs", nargs="+", help="quality-benchmark folders (flan-8, flan-pairs, ...)")
     p.add_argument("--write", nargs="*", default=[], help="files whose paper-table markers get the table")
     args = p.parse_args(argv)
-    missing = [o for o in args.outputs if not os.path.exists(os.path.join(o, "benchmark.json"))]
-    if missing:
-        print(f"error: no benchmark.json in {', '.join(missing)} (run benchmarks.quality first)", file=sys.stderr)
+    if not outputs_exist(args.outputs):
         return 2
     table = paper_table(args.outputs)
     for path in args.write:

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from benchmarks.paper_table import mean_std, paired_differences, seed_means, write_between_markers
+from benchmarks.paper_table import mean_std, outputs_exist, paired_differences, seed_means, write_between_markers
 from benchmarks.summary import read_benchmark
 
 COLUMNS = {
@@ -76,9 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--write", nargs="*", default=[], help="files whose suite-table markers get the table")
     p.add_argument("--link-prefix", default="benchmarks/results/", help="prefix of the summary links")
     args = p.parse_args(argv)
-    missing = [o for o in args.outputs if not os.path.exists(os.path.join(o, "benchmark.json"))]
-    if missing:
-        print(f"error: no benchmark.json in {', '.join(missing)} (run benchmarks.quality first)", file=sys.stderr)
+    if not outputs_exist(args.outputs):
         return 2
     table = suite_table(args.outputs, args.link_prefix)
     for path in args.write:
