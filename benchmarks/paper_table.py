@@ -114,6 +114,14 @@ def write_between_markers(path: str, text: str, begin: str = BEGIN, end: str = E
         f.write(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
+def publish(table: str, paths: Sequence[str], begin: str = BEGIN, end: str = END) -> int:
+    """Writes ``table`` between the markers of each file in ``paths``, prints it and returns 0 (for ``main``)."""
+    for path in paths:
+        write_between_markers(path, table, begin, end)
+    print(table)
+    return 0
+
+
 def outputs_exist(outputs: Sequence[str]) -> bool:
     """True where every folder holds a ``benchmark.json``; else prints an error naming the others (for ``main``)."""
     missing = [o for o in outputs if not os.path.exists(os.path.join(o, "benchmark.json"))]
@@ -131,10 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not outputs_exist(args.outputs):
         return 2
     table = paper_table(args.outputs)
-    for path in args.write:
-        write_between_markers(path, table)
-    print(table)
-    return 0
+    return publish(table, args.write)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.paper_table import outputs_exist, write_between_markers
+from benchmarks.paper_table import outputs_exist, publish
 from benchmarks.summary import load_runs, read_benchmark
 
 CEILING = "oracle-groups"
@@ -222,10 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not outputs_exist(args.outputs):
         return 2
     table = rule_targets(args.outputs, args.method, args.seeds)
-    for path in args.write:
-        write_between_markers(path, table, *markers(args.method))
-    print(table)
-    return 0
+    return publish(table, args.write, *markers(args.method))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import statistics
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.paper_table import outputs_exist, write_between_markers
+from benchmarks.paper_table import outputs_exist, publish
 from benchmarks.summary import read_benchmark
 
 BEGIN, END = "<!-- similarity-table:begin -->", "<!-- similarity-table:end -->"
@@ -101,10 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not outputs_exist(args.outputs):
         return 2
     table = similarity_table(args.outputs, args.methods)
-    for path in args.write:
-        write_between_markers(path, table, BEGIN, END)
-    print(table)
-    return 0
+    return publish(table, args.write, BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from benchmarks.paper_table import mean_std, outputs_exist, paired_differences, seed_means, write_between_markers
+from benchmarks.paper_table import mean_std, outputs_exist, paired_differences, publish, seed_means
 from benchmarks.summary import read_benchmark
 
 COLUMNS = {
@@ -79,10 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not outputs_exist(args.outputs):
         return 2
     table = suite_table(args.outputs, args.link_prefix)
-    for path in args.write:
-        write_between_markers(path, table, BEGIN, END)
-    print(table)
-    return 0
+    return publish(table, args.write, BEGIN, END)
 
 
 if __name__ == "__main__":
