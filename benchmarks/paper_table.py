@@ -114,6 +114,14 @@ def write_between_markers(path: str, text: str, begin: str = BEGIN, end: str = E
         f.write(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
+def table_parser(doc: str, markers: str) -> argparse.ArgumentParser:
+    """The command line every table tool shares: benchmark folders and ``--write`` files (``markers``: their name)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("outputs", nargs="+", help="quality-benchmark folders")
+    p.add_argument("--write", nargs="*", default=[], help=f"files whose {markers} markers get the table")
+    return p
+
+
 def publish(table: str, paths: Sequence[str], begin: str = BEGIN, end: str = END) -> int:
     """Writes ``table`` between the markers of each file in ``paths``, prints it and returns 0 (for ``main``)."""
     for path in paths:
@@ -132,9 +140,7 @@ def outputs_exist(outputs: Sequence[str]) -> bool:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Prints the table (and writes it into ``--write`` files); 2 for a folder without ``benchmark.json``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("outputs", nargs="+", help="quality-benchmark folders (flan-8, flan-pairs, ...)")
-    p.add_argument("--write", nargs="*", default=[], help="files whose paper-table markers get the table")
+    p = table_parser(__doc__, "paper-table")
     args = p.parse_args(argv)
     if not outputs_exist(args.outputs):
         return 2

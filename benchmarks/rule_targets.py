@@ -20,14 +20,13 @@ elsewhere accuracy, exact match for generative suites), mean over clients then o
 (one pair per candidate, so a page can hold several).
 """
 
-import argparse
 import os
 import statistics
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.paper_table import outputs_exist, publish
+from benchmarks.paper_table import outputs_exist, publish, table_parser
 from benchmarks.summary import load_runs, read_benchmark
 
 CEILING = "oracle-groups"
@@ -213,11 +212,9 @@ def suite_name(output: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Prints the table (and writes it into ``--write`` files); 2 for a folder without ``benchmark.json``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("outputs", nargs="+", help="quality-benchmark folders")
+    p = table_parser(__doc__, "rule-targets")
     p.add_argument("--method", required=True, help="the candidate rule's benchmark method, e.g. fedbip-own-check")
     p.add_argument("--seeds", type=int, nargs="*", default=None, help="judge at these seeds only (default: all)")
-    p.add_argument("--write", nargs="*", default=[], help="files whose rule-targets markers get the table")
     args = p.parse_args(argv)
     if not outputs_exist(args.outputs):
         return 2

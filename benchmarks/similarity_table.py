@@ -15,7 +15,6 @@ the first. ``--write`` replaces the text between ``<!-- similarity-table:begin -
 ``<!-- similarity-table:end -->``.
 """
 
-import argparse
 import glob
 import json
 import os
@@ -23,7 +22,7 @@ import statistics
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.paper_table import outputs_exist, publish
+from benchmarks.paper_table import outputs_exist, publish, table_parser
 from benchmarks.summary import read_benchmark
 
 BEGIN, END = "<!-- similarity-table:begin -->", "<!-- similarity-table:end -->"
@@ -93,10 +92,8 @@ def similarity_table(outputs: Sequence[str], methods: Sequence[str] = DEFAULT_ME
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Prints the table (and writes it into ``--write`` files); 2 for a folder without ``benchmark.json``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("outputs", nargs="+", help="quality-benchmark folders")
+    p = table_parser(__doc__, "similarity-table")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="methods whose similarities to show")
-    p.add_argument("--write", nargs="*", default=[], help="files whose similarity-table markers get the table")
     args = p.parse_args(argv)
     if not outputs_exist(args.outputs):
         return 2

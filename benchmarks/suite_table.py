@@ -10,12 +10,11 @@ did not run is "–". ``--write`` replaces the text between ``<!-- suite-table:b
 ``<!-- suite-table:end -->`` in each file.
 """
 
-import argparse
 import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from benchmarks.paper_table import mean_std, outputs_exist, paired_differences, publish, seed_means
+from benchmarks.paper_table import mean_std, outputs_exist, paired_differences, publish, seed_means, table_parser
 from benchmarks.summary import read_benchmark
 
 COLUMNS = {
@@ -71,9 +70,7 @@ def suite_table(outputs: Sequence[str], link_prefix: str = "") -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Prints the table (and writes it into ``--write`` files); 2 for a folder without ``benchmark.json``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("outputs", nargs="+", help="quality-benchmark folders")
-    p.add_argument("--write", nargs="*", default=[], help="files whose suite-table markers get the table")
+    p = table_parser(__doc__, "suite-table")
     p.add_argument("--link-prefix", default="benchmarks/results/", help="prefix of the summary links")
     args = p.parse_args(argv)
     if not outputs_exist(args.outputs):
