@@ -221,6 +221,7 @@ class RunSpec:
         modality: What the sites train (the suite's).
         data_dir: The suite's data directory (suites that read one, e.g. ``flan-8``), absolute.
         settings: Further recipe keyword arguments (None: the suite's ``settings``).
+        image_size: Side of an image suite's images in pixels (None: the suite's ``data["image_size"]``).
     """
 
     suite: str
@@ -240,10 +241,12 @@ class RunSpec:
     modality: str = "text"
     data_dir: Optional[str] = None
     settings: Optional[Dict[str, Any]] = None
+    image_size: Optional[int] = None
 
     def data_config(self) -> Dict[str, Any]:
-        """The sites' data config (see ``Suite.data_config``)."""
-        return SUITES[self.suite].data_config(self.num_clients, self.n_train, self.n_test, self.seed, self.data_dir)
+        """The sites' data config (see ``Suite.data_config``), with ``image_size`` where set."""
+        config = SUITES[self.suite].data_config(self.num_clients, self.n_train, self.n_test, self.seed, self.data_dir)
+        return config if self.image_size is None else {**config, "image_size": self.image_size}
 
     def groups(self) -> Dict[str, Any]:
         """The suite's ground-truth groups for this many clients (see ``Suite.groups``)."""
@@ -626,6 +629,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--data-dir", default=None, help="the suite's data directory (flan-8, flan-pairs: e.g. ../shared/data/flan-ds1)"
     )
     p.add_argument("--max-new-tokens", type=positive_int, default=None, help="causal LMs' answer length (suite's)")
+    p.add_argument("--image-size", type=positive_int, default=None, help="image suites' image side in px (suite's)")
     p.add_argument("--summary-only", action="store_true", help="only rebuild summary.md and plots from DIR")
     return p.parse_args(argv)
 
@@ -664,6 +668,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not methods:
         print(f"error: no method left to run on {args.suite}", file=sys.stderr)
         return 2
+    if args.image_size is not None and suite.modality != "vision":
+        print(f"error: --image-size is for image suites; {args.suite} is a {suite.modality} suite", file=sys.stderr)
+        return 2
     if args.federate_head and suite.num_labels is None:
         # Heads per label space: NVFlare's FedAvg averages one head for all and cannot run here.
         single_head = [m for m in methods if METHODS[m].one_model]
@@ -692,6 +699,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         federate_head=args.federate_head,
         data_dir=os.path.abspath(args.data_dir) if args.data_dir else None,
         settings=dict(suite.settings, **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})),
+        image_size=args.image_size,
     )
     try:
         base.data_config(), base.groups()

@@ -220,3 +220,17 @@ def test_heads_per_label_space_leave_out_fedavg():
     args = ["--suite", "text-groups", "--federate-head", "--methods", "fedavg", "fedbip", "--output", "/nonexistent/x"]
     proc = _quality(*args)
     assert proc.returncode == 2 and "fedavg average one head for every client" in proc.stderr
+
+
+def test_image_size_sets_an_image_suites_data_and_is_refused_elsewhere():
+    from benchmarks.quality import RunSpec, same_config
+
+    spec = RunSpec(suite="vision-domains", num_clients=6, num_rounds=1, n_train=4, n_test=4)
+    assert spec.data_config()["image_size"] == 32  # the suite's
+    bigger = RunSpec(**{**spec.__dict__, "image_size": 64})
+    assert bigger.data_config()["image_size"] == 64
+    # a folder written before the option existed still matches runs without it, not runs with it
+    earlier = {k: v for k, v in spec.__dict__.items() if k != "image_size"}
+    assert same_config(earlier, spec.__dict__) and not same_config(earlier, bigger.__dict__)
+    proc = _quality("--suite", "text-tasks", "--image-size", "64", "--methods", "local", "--output", "/nonexistent/x")
+    assert proc.returncode == 2 and "--image-size is for image suites; text-tasks is a text suite" in proc.stderr
