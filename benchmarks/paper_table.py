@@ -114,6 +114,11 @@ def write_between_markers(path: str, text: str, begin: str = BEGIN, end: str = E
         f.write(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
+def suite_name(output: str) -> str:
+    """The suite a benchmark folder ran (its spec's, else the folder's name)."""
+    return read_benchmark(output).get("spec", {}).get("suite", os.path.basename(output.rstrip("/")))
+
+
 def table_parser(doc: str, markers: str) -> argparse.ArgumentParser:
     """The command line every table tool shares: benchmark folders and ``--write`` files (``markers``: their name)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.paper_table import outputs_exist, publish, table_parser
+from benchmarks.paper_table import outputs_exist, publish, suite_name, table_parser
 from benchmarks.summary import load_runs, read_benchmark
 
 CEILING = "oracle-groups"
@@ -104,7 +104,7 @@ def suite_targets(output: str, method: str, seeds: Optional[Sequence[int]] = Non
     """
     info = read_benchmark(output)
     runs = load_runs(output, info.get("runs", []))
-    suite = info.get("spec", {}).get("suite", os.path.basename(output.rstrip("/")))
+    suite = suite_name(output)
     metric = SUITE_METRICS.get(suite, "accuracy")
     scores = {m: _scores(runs, m, metric) for m in runs}
     ran = sorted(s for s in scores.get(method, {}) if scores[method][s] and (seeds is None or s in seeds))
@@ -203,11 +203,6 @@ def rule_targets(outputs: Sequence[str], method: str, seeds: Optional[Sequence[i
 def markers(method: str) -> Tuple[str, str]:
     """The begin and end markers of ``method``'s table in a page."""
     return f"<!-- rule-targets:{method}:begin -->", f"<!-- rule-targets:{method}:end -->"
-
-
-def suite_name(output: str) -> str:
-    """The suite a benchmark folder ran (its spec's, else the folder's name)."""
-    return read_benchmark(output).get("spec", {}).get("suite", os.path.basename(output.rstrip("/")))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -22,7 +22,7 @@ import statistics
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.paper_table import outputs_exist, publish, table_parser
+from benchmarks.paper_table import outputs_exist, publish, suite_name, table_parser
 from benchmarks.summary import read_benchmark
 
 BEGIN, END = "<!-- similarity-table:begin -->", "<!-- similarity-table:end -->"
@@ -69,8 +69,7 @@ def similarity_table(outputs: Sequence[str], methods: Sequence[str] = DEFAULT_ME
     """The Markdown table: one row per (folder, method) that has rounds, one column per round."""
     rows: List[Tuple[str, str, Pairs]] = []
     for output in outputs:
-        info = read_benchmark(output)
-        suite = info.get("spec", {}).get("suite", os.path.basename(output.rstrip("/")))
+        suite = suite_name(output)
         for method in methods:
             pairs = pair_similarities(output, method)
             if pairs:
