@@ -60,6 +60,7 @@ from benchmarks.quality import (  # noqa: E402
     SUITES,
     RunSpec,
     _output_to,
+    method_kwargs,
     positive_int,
     result_problems,
 )
@@ -250,8 +251,8 @@ def build_recipe(method: str, spec: RunSpec):
     The log is the first task-data filter and the last task-result filter (the recipes add no others), so it
     sees the task as it arrived and the result as it leaves.
     """
-    entry = METHODS[method]
-    recipe = entry.recipe(**spec.recipe_kwargs(job_name(method)), **entry.options(spec))
+    shared, own = method_kwargs(method, spec, job_name(method))
+    recipe = METHODS[method].recipe(**shared, **own)
     recipe.add_client_input_filter(PayloadSizeLog("in"), tasks=list(TASKS))
     recipe.add_client_output_filter(PayloadSizeLog("out"), tasks=list(TASKS))
     return recipe

@@ -28,7 +28,7 @@ import sys
 import time
 import traceback
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from benchmarks.reporting import PROVENANCE_KEYS, command_line, provenance
 from fedbip_nvflare.constants import FedBipKeys as K
@@ -303,6 +303,8 @@ class Method:
     head: Optional[bool] = None
 
 
+RESEED_OFFSET = 1000  # local-reseeded's training seed is the run's seed + this
+
 # The issue's order. Adding a method is one entry. Aggregation methods are rules found by name in
 # ``fedbip_nvflare.server.rules.RULES`` (the recipe's ``aggregation``, ``aggregation_options`` and rule keywords, or
 # ``rule=``): a new rule is one class and one registry line there, then one entry here.
@@ -311,6 +313,9 @@ METHODS: Dict[str, Method] = {
     # Without a head, nothing trains: the pre-trained model as it is (the probe's counterpart for causal LMs).
     "zero-shot": Method(_fedbip_recipe, _options(aggregation="local", train_lora=False), head=False),
     "local": Method(_fedbip_recipe, _options(aggregation="local")),
+    # A noise control, not a method: Local again with another training seed (θ̄⁰, heads, shuffling) on the same data.
+    # Its gap to Local is what any change of the training trajectory moves a score by (rule_targets' A/A column).
+    "local-reseeded": Method(_fedbip_recipe, lambda spec: {"aggregation": "local", "seed": spec.seed + RESEED_OFFSET}),
     "fedavg": Method(_fedbip_recipe, _options(aggregation="fedavg"), one_model=True),
     # FedAvg with a server learning rate sqrt(N): the mean of N near-orthogonal updates is ~1/sqrt(N) as long.
     "fedavg-slr": Method(
@@ -358,6 +363,16 @@ METHODS: Dict[str, Method] = {
         lambda spec: {"aggregation": "oracle-groups", "aggregation_options": {"groups": spec.groups()}},
     ),
 }
+
+
+def method_kwargs(method: str, spec: RunSpec, name: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The shared recipe keyword arguments and the method's own, for ``METHODS[method].recipe(**shared, **own)``.
+
+    A key the method sets (e.g. ``local-reseeded``'s ``seed``) is the method's: it is left out of the shared ones.
+    """
+    options = METHODS[method].options(spec)
+    shared = {k: v for k, v in spec.recipe_kwargs(name).items() if k not in options}
+    return shared, options
 
 
 def select_methods(requested: Sequence[str]) -> List[str]:
@@ -451,7 +466,7 @@ def run_one(method: str, spec: RunSpec, output: str, provenance: Optional[Mappin
 
         with _output_to(os.path.join(out, RUN_LOG)):
             name = job_name(method)
-            recipe_kwargs, options = spec.recipe_kwargs(name), METHODS[method].options(spec)
+            recipe_kwargs, options = method_kwargs(method, spec, name)
             recipe = METHODS[method].recipe(**recipe_kwargs, **options)
             recipe.execute(SimEnv(num_clients=spec.num_clients, num_threads=spec.threads, workspace_root=workspace))
         record["wall_time_s"] = round(time.perf_counter() - start, 1)

@@ -15,6 +15,9 @@ elsewhere accuracy, exact match for generative suites), mean over clients then o
   Local as a share of ``oracle-groups``' gain; target ≥ 75 %.
 - **room**: a suite is evidence only where LoRA adds ≥ 2 over the probe (zero-shot for generative suites) and, where
   partners exist, the oracle adds ≥ 1 over Local; otherwise the row says which is missing.
+- **A/A** (where the folder holds ``local-reseeded`` at those seeds): Local run again with another training seed on
+  the same data, against Local: its mean and worst-client Δ, computed as the candidate's are, are what a method no
+  better and no worse than Local scores by chance. A target tighter than them cannot be told from noise.
 
 ``--write`` replaces the text between ``<!-- rule-targets:METHOD:begin -->`` and ``<!-- rule-targets:METHOD:end -->``
 (one pair per candidate, so a page can hold several).
@@ -30,6 +33,7 @@ from benchmarks.paper_table import outputs_exist, publish, suite_name, table_par
 from benchmarks.summary import load_runs, read_benchmark
 
 CEILING = "oracle-groups"
+NOISE_CONTROL = "local-reseeded"  # Local with another training seed: the A/A noise, not a competitor
 BASELINES = ("probe", "zero-shot")  # what LoRA must beat by MIN_LORA_GAIN for the suite to have room
 MARGIN = 0.5  # the candidate must be within this of the best other method
 MIN_WORST_CLIENT = -1.0
@@ -59,6 +63,11 @@ def _mean(scores: Scores, seeds: Sequence[int]) -> float:
     return statistics.mean(statistics.mean(scores[s].values()) for s in seeds)
 
 
+def _worst_client(scores: Scores, local: Scores, seeds: Sequence[int]) -> float:
+    """Per seed the minimum over clients of (score − Local), averaged over ``seeds``."""
+    return statistics.mean(min(scores[s][c] - local[s][c] for c in scores[s] if c in local[s]) for s in seeds)
+
+
 @dataclass
 class SuiteTargets:
     """One suite's check of the candidate (means over ``seeds``; ``None`` where a reference did not run)."""
@@ -74,6 +83,8 @@ class SuiteTargets:
     partners: bool
     oracle: Optional[float]
     lora_gain: Optional[float]
+    aa_mean: Optional[float] = None
+    aa_worst: Optional[float] = None
 
     @property
     def bar_met(self) -> Optional[bool]:
@@ -114,16 +125,11 @@ def suite_targets(output: str, method: str, seeds: Optional[Sequence[int]] = Non
     def mean_of(m: str) -> Optional[float]:
         return _mean(scores[m], ran) if m in scores and all(scores[m].get(s) for s in ran) else None
 
-    others = {m: mean_of(m) for m in scores if m not in (method, CEILING)}
+    others = {m: mean_of(m) for m in scores if m not in (method, CEILING, NOISE_CONTROL)}
     others = {m: v for m, v in others.items() if v is not None}
     best = max(others, key=lambda m: others[m]) if others else None
     local = mean_of("local")
-    worst = None
-    if local is not None:
-        worst = statistics.mean(
-            min(scores[method][s][c] - scores["local"][s][c] for c in scores[method][s] if c in scores["local"][s])
-            for s in ran
-        )
+    aa = mean_of(NOISE_CONTROL)
     groups = info.get("groups") or {}
     sizes = [list(groups.values()).count(g) for g in set(groups.values())]
     baseline = next((mean_of(b) for b in BASELINES if mean_of(b) is not None), None)
@@ -135,10 +141,12 @@ def suite_targets(output: str, method: str, seeds: Optional[Sequence[int]] = Non
         local=local,
         best_other=best,
         best_other_score=others.get(best) if best else None,
-        worst_client=worst,
+        worst_client=None if local is None else _worst_client(scores[method], scores["local"], ran),
         partners=any(n >= 2 for n in sizes),
         oracle=mean_of(CEILING),
         lora_gain=None if local is None or baseline is None else local - baseline,
+        aa_mean=None if local is None or aa is None else aa - local,
+        aa_worst=None if local is None or aa is None else _worst_client(scores[NOISE_CONTROL], scores["local"], ran),
     )
 
 
@@ -168,6 +176,7 @@ def _row(t: SuiteTargets) -> List[str]:
         f"{worst} ({_yes_no(None if t.worst_client is None else t.worst_client >= MIN_WORST_CLIENT)})",
         oracle,
         t.room(),
+        "–" if t.aa_mean is None else f"{t.aa_mean:+.1f} / {t.aa_worst:+.1f}",
     ]
 
 
@@ -183,6 +192,7 @@ def rule_targets(outputs: Sequence[str], method: str, seeds: Optional[Sequence[i
         "worst client Δ (≥ −1?)",
         "share of the oracle's gain (≥ 75 %?)",
         "room",
+        "A/A: Local reseeded − Local, mean / worst client",
     ]
     checked = [t for t in (suite_targets(o, method, seeds) for o in outputs) if t is not None]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -195,7 +205,8 @@ def rule_targets(outputs: Sequence[str], method: str, seeds: Optional[Sequence[i
         + (f" --seeds {' '.join(map(str, seeds))}" if seeds else "")
         + f"`: mean over clients × 100, then over the seeds listed. Bar met on {met} of {len(checked)} suites"
         + (f"; not run on {', '.join(absent)}" if absent else "")
-        + ". Competitors are the methods that ran all those seeds; oracle-groups is the ceiling, not a competitor."
+        + ". Competitors are the methods that ran all those seeds; oracle-groups is the ceiling, not a competitor; A/A"
+        + f" is {NOISE_CONTROL} (Local with another training seed, same data) against Local, – where it did not run."
     )
     return "\n".join(lines + ["", note])
 

@@ -23,7 +23,7 @@ FEDAMP = "fedamp"
 # ROUGE F1 scores a causal LM's results may carry, with their table titles (rouge_l alone in older runs).
 ROUGE_METRICS = (("rouge1", "ROUGE-1 F1"), ("rouge_lsum", "ROUGE-Lsum F1"), ("rouge_l", "ROUGE-L F1"))
 # Methods whose weight matrix is fixed by design (identity, ground-truth groups): nothing to plot.
-FIXED_WEIGHTS = ("probe", "zero-shot", "local", "oracle-groups", "fedsa-lora", "fedavg-ft")
+FIXED_WEIGHTS = ("probe", "zero-shot", "local", "local-reseeded", "oracle-groups", "fedsa-lora", "fedavg-ft")
 
 Runs = Dict[str, Dict[int, Dict[str, Any]]]  # {method: {seed: results}}
 

@@ -16,6 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ALL_METHODS = [
     "probe",
     "local",
+    "local-reseeded",
     "fedavg",
     "fedavg-slr",
     "fedamp",
@@ -97,6 +98,20 @@ def test_every_method_wrote_valid_results(benchmark_dir):
             assert [h["round"] for h in c["history"]] == [0], (method, site, c["history"])  # one round, each site
         if not method.startswith("fedavg"):  # NVFlare's FedAvg workflow writes no per-round weight log
             assert os.path.getsize(os.path.join(folder, "rounds.jsonl")) > 0
+
+
+def test_local_reseeded_is_local_with_another_training_seed_on_the_same_data(benchmark_dir):
+    def run(method):
+        with open(os.path.join(benchmark_dir, method, "seed0", "results.json")) as f:
+            return json.load(f)
+
+    local, reseeded = run("local"), run("local-reseeded")
+    assert local["options"]["seed"] == 0 and reseeded["options"]["seed"] == 1000
+    assert reseeded["options"]["aggregation"] == local["options"]["aggregation"] == "local"
+    # the method's seed is recorded once, as the method's; the data (and its own sampling seed) is Local's
+    assert "seed" not in reseeded["configuration"]["recipe"]
+    assert reseeded["configuration"]["method_options"] == {"aggregation": "local", "seed": 1000}
+    assert reseeded["configuration"]["recipe"]["data"] == local["configuration"]["recipe"]["data"]
 
 
 def test_summary_and_plots(benchmark_dir):

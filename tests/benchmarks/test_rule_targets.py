@@ -62,6 +62,22 @@ def test_no_partners_and_no_room(tmp_path):
     assert t.room() == "no: LoRA adds +0.5"
 
 
+def test_aa_noise_from_local_reseeded_which_never_competes(tmp_path):
+    # Local again with another training seed: 71, 82 at seed 0 (+1, +2 over Local), 70, 80 at seed 1 (-2, +2)
+    scores = {**SCORES, "local-reseeded": {0: (0.71, 0.82), 1: (0.70, 0.80)}}
+    t = suite_targets(_folder(tmp_path, scores=scores), "fedbip")
+    # mean: 76.5, 75 -> 75.75 vs Local 75 -> +0.75; worst client: min(+1, +2) = +1, min(-2, +2) = -2 -> -0.5
+    assert abs(t.aa_mean - 0.75) < 1e-9 and abs(t.aa_worst - (-0.5)) < 1e-9
+    row = rule_targets([_folder(tmp_path, "y", scores=scores)], "fedbip").splitlines()[2]
+    assert row.endswith("| yes | +0.8 / -0.5 |")
+    # the best by mean (86 over both seeds, above cand's 78), but a noise control: never the bar
+    lucky = {**SCORES, "local-reseeded": {0: (0.90, 0.82), 1: (0.90, 0.82)}}
+    assert suite_targets(_folder(tmp_path, "lucky", scores=lucky), "fedbip").best_other == "cand"
+    # judged at a seed the control did not run: no A/A
+    partial = {**SCORES, "local-reseeded": {0: (0.71, 0.82)}}
+    assert suite_targets(_folder(tmp_path, "z", scores=partial), "fedbip").aa_mean is None
+
+
 def test_flan_suites_use_rouge1(tmp_path):
     t = suite_targets(_folder(tmp_path, "flan-8", metric="rouge1"), "cand")
     assert t.metric == "rouge1" and abs(t.candidate - 78.0) < 1e-9  # not the halved "accuracy"
@@ -73,7 +89,7 @@ def test_table_and_markers(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| text-groups")]
     assert rows == [
         "| text-groups (accuracy; 0 1) | 78.0 | +3.0 | fedbip 76.0 | 75.5 | **yes** | +0.0 (**yes**) "
-        "| 50 % of +6.0 (no) | yes |"
+        "| 50 % of +6.0 (no) | yes | – |"
     ]
     assert "Bar met on 2 of 2 suites" in table
     readme = tmp_path / "README.md"
