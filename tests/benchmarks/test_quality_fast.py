@@ -57,7 +57,7 @@ FAST = [
 
 def _quality(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "benchmarks.quality", *args], cwd=REPO, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "benchmarks.quality", *args], cwd=REPO, capture_output=True, text=True, timeout=1800
     )
 
 
